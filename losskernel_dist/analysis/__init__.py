@@ -1,0 +1,1 @@
+"""Analyses of a reduced run: the paper's numbers and figures."""

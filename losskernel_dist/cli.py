@@ -1,0 +1,185 @@
+"""The ``losskernel`` command: one thin function per subcommand, no logic of its own.
+
+Known errors (bad config, task, run directory, store, lock) print one line on
+stderr and exit with status 2; anything else is a bug and shows its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .config import ConfigError, load_config
+from .task import TaskError
+
+EXIT_USAGE = 2
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from .locks import LockedError
+    from .sample import RunDirError
+    from .store import StoreError
+
+    return (ConfigError, TaskError, RunDirError, StoreError, LockedError, FileNotFoundError)
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML config file")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override one config key (dotted path, YAML value); repeatable",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .sample import sample
+
+    config = load_config(args.config, args.overrides)
+    report = sample(config, progress=not args.no_progress)
+    _print_sample_report(report)
+    return 0 if not report.failed else 3
+
+
+def _print_sample_report(report) -> None:
+    print(
+        f"sampled chains {report.chains}: {report.draws_written} draws written "
+        f"in {report.seconds:.1f} s"
+    )
+    for chain, message in sorted(report.failed.items()):
+        print(f"chain {chain} FAILED: {message}", file=sys.stderr)
+
+
+def _reduce(run_dir: Path, allow_partial: bool, progress: bool) -> None:
+    from .reduce.kernel import reduce_store
+    from .sample import read_run_config, store_path
+    from .store import RunStore
+
+    cfg = read_run_config(run_dir).get("reduce", {})
+    store = RunStore.open(store_path(run_dir), mode="r+")
+    report = reduce_store(
+        store,
+        block_size=cfg.get("block_size", 2048),
+        dtype=cfg.get("dtype", "float64"),
+        threads=cfg.get("threads", 0),
+        allow_partial=allow_partial,
+        progress=progress,
+    )
+    print(
+        f"reduced {report.draws_used} draws of chains {report.chains_used} "
+        f"to the {report.n} x {report.n} kernel in {report.seconds:.1f} s"
+        + (" (partial: see store attrs 'reduce')" if report.partial else "")
+    )
+
+
+def cmd_reduce(args: argparse.Namespace) -> int:
+    _reduce(Path(args.run_dir), args.allow_partial, not args.no_progress)
+    return 0
+
+
+def _analyze(run_dir: Path) -> dict:
+    from .analysis.pipeline import analyze_run
+
+    metrics = analyze_run(run_dir)
+    summary = metrics.get("summary", {})
+    for key, value in summary.items():
+        print(f"{key}: {value}")
+    print(f"analysis written to {run_dir / 'analysis'}")
+    return metrics
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    _analyze(Path(args.run_dir))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .distributed import placement_from_env
+    from .sample import sample
+
+    config = load_config(args.config, args.overrides)
+    report = sample(config, progress=not args.no_progress)
+    _print_sample_report(report)
+    if not placement_from_env().is_main:
+        return 0
+    _reduce(config.run_dir, allow_partial=False, progress=not args.no_progress)
+    if config.analysis.enabled:
+        _analyze(config.run_dir)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .info import run_info
+
+    info = run_info(Path(args.run_dir))
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        from .info import format_info
+
+        print(format_info(info))
+    return 0
+
+
+def cmd_train_modular(args: argparse.Namespace) -> int:
+    from .tasks.modular_train import main as train_main
+
+    return int(train_main(args.rest) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="losskernel", description="Loss kernels of trained networks, sampled with SGLD."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="sample, reduce and analyze: the whole job")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("sample", help="start or resume sampling")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("reduce", help="mean, variance, covariance and correlation")
+    p.add_argument("run_dir")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="use only the done draws of healthy chains")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_reduce)
+
+    p = sub.add_parser("analyze", help="metrics.json, figures and the HTML report")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("info", help="config, progress and chain health of a run")
+    p.add_argument("run_dir")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("train-modular", help="train the modular-arithmetic transformer",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_train_modular)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except _known_errors() as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"losskernel: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("losskernel: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""Run configuration: one YAML file, validated at load, with dotted ``--set`` overrides.
+
+Every section is a dataclass whose fields carry their defaults and help text.
+Validation happens once, here, so that a bad value is a one-line error naming
+its key before anything is written. ``draw_keys`` lists the keys that change
+the draws: a resumed run whose config differs in one of them is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value that is missing, unknown or invalid; the message names the key."""
+
+
+def _help(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
+    if default is dataclasses.MISSING and "default_factory" not in kw:
+        return field(metadata={"help": text}, **kw)
+    if "default_factory" in kw:
+        return field(metadata={"help": text}, **kw)
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class TaskConfig:
+    target: str = _help("'module:function' returning a losskernel_dist.Task")
+    args: dict = _help("keyword arguments for the task function", default_factory=dict)
+
+    def validate(self) -> None:
+        if self.target.count(":") != 1 or not all(self.target.split(":")):
+            raise ConfigError(f"task.target: expected 'module:function', got {self.target!r}")
+
+
+@dataclass
+class SamplerConfig:
+    chains: int = _help("number of independent SGLD chains C", 8)
+    draws: int = _help("kept draws per chain T", 100)
+    burnin_steps: int = _help("SGLD steps before the first kept draw", 100)
+    steps_between_draws: int = _help("SGLD steps between kept draws", 1)
+    batch_size: int = _help("SGLD minibatch size b", 256)
+    lr: float = _help("SGLD step size epsilon", 1.0e-4)
+    nbeta: float = _help("n times the inverse temperature", 20.0)
+    localization: float = _help("localization strength gamma (>= 0)", 4000.0)
+    seed: int = _help("root seed of the counter-based randomness", 0)
+    noise: bool = _help("inject Langevin noise (false gives plain gradient descent)", True)
+    checkpoint_every: int = _help("SGLD steps between chain checkpoints (0: only at the end)", 100)
+    device: str = _help("'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:K'", "auto")
+    threads: int = _help("torch intra-op threads per process (0: torch default)", 0)
+
+    def validate(self) -> None:
+        _positive_int("sampler.chains", self.chains)
+        if self.draws < 2:
+            raise ConfigError(f"sampler.draws: must be >= 2, got {self.draws}")
+        _nonneg_int("sampler.burnin_steps", self.burnin_steps)
+        _positive_int("sampler.steps_between_draws", self.steps_between_draws)
+        _positive_int("sampler.batch_size", self.batch_size)
+        if not self.lr > 0:
+            raise ConfigError(f"sampler.lr: must be > 0, got {self.lr}")
+        if not self.nbeta > 0:
+            raise ConfigError(f"sampler.nbeta: must be > 0, got {self.nbeta}")
+        if not self.localization >= 0:
+            raise ConfigError(f"sampler.localization: must be >= 0, got {self.localization}")
+        _nonneg_int("sampler.seed", self.seed)
+        _nonneg_int("sampler.checkpoint_every", self.checkpoint_every)
+        _nonneg_int("sampler.threads", self.threads)
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"sampler.device: expected auto, cpu, cuda or cuda:K, got {self.device!r}")
+
+    @property
+    def total_steps(self) -> int:
+        return self.burnin_steps + self.draws * self.steps_between_draws
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = _help("forward-pass shard size for loss vectors", 1024)
+    cache: bool = _help("collate the eval shards once and keep them on the device", True)
+
+    def validate(self) -> None:
+        _positive_int("eval.batch_size", self.batch_size)
+
+
+@dataclass
+class ReduceConfig:
+    block_size: int = _help("columns per block of the blockwise covariance", 2048)
+    dtype: str = _help("dtype of kernel/cov and kernel/corr: float64 or float32", "float64")
+    threads: int = _help("dask threads for the reduction (0: one per core)", 0)
+
+    def validate(self) -> None:
+        _positive_int("reduce.block_size", self.block_size)
+        if self.dtype not in ("float64", "float32"):
+            raise ConfigError(f"reduce.dtype: expected float64 or float32, got {self.dtype!r}")
+        _nonneg_int("reduce.threads", self.threads)
+
+
+@dataclass
+class AnalysisConfig:
+    enabled: bool = _help("run the analysis step at the end of 'losskernel run'", True)
+    neighbours: int = _help("k of the top-k / bottom-k neighbour lists", 10)
+    exclude_same_label: bool = _help("drop same-label neighbours (paper Appendix B)", True)
+    umap_neighbours: int = _help("n_neighbors of UMAP", 15)
+    umap_min_dist: float = _help("min_dist of UMAP", 0.1)
+    seed: int = _help("seed of UMAP and other analysis randomness", 0)
+    max_plot_samples: int = _help("kernel pictures above this N are block-averaged", 2000)
+
+    def validate(self) -> None:
+        _positive_int("analysis.neighbours", self.neighbours)
+        if self.umap_neighbours < 2:
+            raise ConfigError(f"analysis.umap_neighbours: must be >= 2, got {self.umap_neighbours}")
+        if not 0 <= self.umap_min_dist <= 1:
+            raise ConfigError(f"analysis.umap_min_dist: must be in [0, 1], got {self.umap_min_dist}")
+        _nonneg_int("analysis.seed", self.seed)
+        _positive_int("analysis.max_plot_samples", self.max_plot_samples)
+
+
+@dataclass
+class Config:
+    task: TaskConfig
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    reduce: ReduceConfig = field(default_factory=ReduceConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    output: str = _help("the run directory", "runs/example")
+
+    def validate(self) -> None:
+        self.task.validate()
+        self.sampler.validate()
+        self.eval.validate()
+        self.reduce.validate()
+        self.analysis.validate()
+        if not self.output:
+            raise ConfigError("output: must be a non-empty path")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output)
+
+
+# Keys whose change alters the draws; a resume with a different value is refused.
+DRAW_KEYS: tuple[str, ...] = (
+    "task.target",
+    "task.args",
+    "sampler.chains",
+    "sampler.draws",
+    "sampler.burnin_steps",
+    "sampler.steps_between_draws",
+    "sampler.batch_size",
+    "sampler.lr",
+    "sampler.nbeta",
+    "sampler.localization",
+    "sampler.seed",
+    "sampler.noise",
+)
+
+
+def draw_keys(config: Config | Mapping[str, Any]) -> dict[str, Any]:
+    """The values of the keys that change the draws, by dotted name."""
+    data = config.to_dict() if isinstance(config, Config) else config
+    return {key: _get_dotted(data, key) for key in DRAW_KEYS}
+
+
+def differing_draw_keys(stored: Mapping[str, Any], current: Config) -> list[str]:
+    """Names of the draw-changing keys whose values differ between two configs."""
+    old, new = draw_keys(stored), draw_keys(current)
+    return [k for k in DRAW_KEYS if _normalise(old[k]) != _normalise(new[k])]
+
+
+def _normalise(value: Any) -> Any:
+    return yaml.safe_load(yaml.safe_dump(value))
+
+
+def _get_dotted(data: Mapping[str, Any], key: str) -> Any:
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _positive_int(key: str, value: int) -> None:
+    if value < 1:
+        raise ConfigError(f"{key}: must be >= 1, got {value}")
+
+
+def _nonneg_int(key: str, value: int) -> None:
+    if value < 0:
+        raise ConfigError(f"{key}: must be >= 0, got {value}")
+
+
+def _check_type(key: str, value: Any, annotation: Any) -> Any:
+    """Check ``value`` against a field's annotation; ints are accepted for floats."""
+    if annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if annotation is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"{where}{unknown[0]}: unknown key (known: {', '.join(sorted(fields))})"
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        hint = hints[name]
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        if name not in data:
+            if dataclasses.is_dataclass(hint) and f.default is dataclasses.MISSING and \
+                    f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
+                raise ConfigError(f"{key}: missing section")
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
+                raise ConfigError(f"{key}: missing required key")
+            continue
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, data[name], key)
+        else:
+            kwargs[name] = _check_type(key, data[name], hint)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Config:
+    """Build and validate a Config from plain data (as loaded from YAML)."""
+    config = _build(Config, data, "")
+    config.validate()
+    return config
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``KEY=VALUE`` overrides (dotted key, YAML value) to raw config data."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{key}: value {raw!r} is not valid YAML ({exc})") from exc
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{key}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config, apply overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r}: top level must be a mapping")
+    return config_from_dict(apply_overrides(data, overrides or []))
+
+
+def dump_config(config: Config) -> str:
+    """The resolved config as YAML text."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

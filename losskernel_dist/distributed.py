@@ -1,0 +1,76 @@
+"""Where this process runs and which chains it owns: the only reader of rank variables.
+
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; a SLURM array task is told its
+share explicitly. Chains are dealt round-robin, and since every draw depends
+only on (seed, chain, step), the layout never changes the draws.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Placement:
+    rank: int
+    world_size: int
+    local_rank: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def placement_from_env() -> Placement:
+    """Rank, world size and local rank from torchrun's variables (1 process if unset)."""
+    try:
+        rank = int(os.environ.get("RANK", "0"))
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    except ValueError as exc:
+        raise RuntimeError(f"bad RANK/WORLD_SIZE/LOCAL_RANK in the environment: {exc}") from exc
+    if world < 1 or not 0 <= rank < world:
+        raise RuntimeError(f"inconsistent RANK={rank} WORLD_SIZE={world}")
+    return Placement(rank=rank, world_size=world, local_rank=local)
+
+
+def chains_for(rank: int, world_size: int, chains: int) -> list[int]:
+    """The chains rank ``rank`` of ``world_size`` runs (round-robin)."""
+    return list(range(rank, chains, world_size))
+
+
+def select_device(spec: str, local_rank: int) -> torch.device:
+    """The torch device for ``spec`` ('auto', 'cpu', 'cuda', 'cuda:K') on this local rank."""
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"sampler.device={spec!r} but CUDA is not available")
+    if spec == "cuda":
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device(spec)
+
+
+class ProcessGroup:
+    """torch.distributed around sampling: init, barriers at start and end, nothing between."""
+
+    def __init__(self, placement: Placement, device: torch.device) -> None:
+        self.placement = placement
+        self.active = placement.world_size > 1
+        if self.active and not torch.distributed.is_initialized():
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            torch.distributed.init_process_group(backend=backend)
+
+    def barrier(self) -> None:
+        if self.active:
+            torch.distributed.barrier()
+
+    def close(self) -> None:
+        if self.active and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

@@ -1,0 +1,1 @@
+"""Draws -> kernel: blockwise mean, covariance and correlation."""

@@ -1,0 +1,166 @@
+"""Draws -> mean, variance, covariance and correlation, blockwise with dask.array.
+
+MATH.md's pooled estimators over the M = C*T kept draws (x_m, m = 1..M):
+
+    mean_j = (1/M) sum_m x_mj
+    K_ij   = (1/(M-1)) sum_m (x_mi - mean_i)(x_mj - mean_j)
+    rho_ij = K_ij / sqrt(K_ii K_jj),  0 where K_ii = 0 or K_jj = 0
+
+The (M, N) draw matrix is read in column blocks of width B straight from the
+store, cast to float64 and centred with the pass-1 mean (the stable two-pass
+form, not E[xy] - E[x]E[y]). Pass 2 walks the block rows i of the upper
+triangle: the tiles (i, j >= i) come from one dask product of column block i
+with the columns to its right, and are written with their transposes, so each
+tile is computed once and N x N never exists in memory.
+
+Peak memory, with P dask threads, M rows and block width B (bytes):
+
+    about (P + 1) * 3 * M * B * 8  +  P * 4 * B**2 * 8
+
+(a float32 read, its float64 centred copy and the left block; a tile, its
+correlation and their transposes), independent of N.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+import dask
+import dask.array as da
+import numpy as np
+from tqdm import tqdm
+
+from ..store import STATUS_OK, RunStore, StoreError
+
+
+class IncompleteRunError(StoreError):
+    """The run has missing or failed draws and a partial reduce was not requested."""
+
+
+@dataclass
+class ReduceReport:
+    draws_used: int
+    chains_used: list[int]
+    n: int
+    block_size: int
+    partial: bool
+    seconds: float
+    excluded: dict[str, list[int]] = field(default_factory=dict)
+
+    def as_attrs(self) -> dict:
+        return {
+            "draws_used": self.draws_used,
+            "chains_used": self.chains_used,
+            "n": self.n,
+            "block_size": self.block_size,
+            "partial": self.partial,
+            "seconds": round(self.seconds, 3),
+            "excluded": self.excluded,
+        }
+
+
+def peak_memory_bytes(m: int, block: int, threads: int) -> int:
+    """The docstring's bound on reduce's working memory (not counting the interpreter)."""
+    return (threads + 1) * 3 * m * block * 8 + threads * 4 * block**2 * 8
+
+
+def select_rows(store: RunStore, allow_partial: bool) -> tuple[np.ndarray, list[int], dict]:
+    """Flat (chain*T + draw) indices of the draws to use, and which chains they come from."""
+    chains, draws, _ = store.shape
+    done = store.done()
+    healthy = store.chain_status() == STATUS_OK
+    failed = [int(c) for c in np.flatnonzero(~healthy)]
+    missing = int((~done[healthy]).sum())
+    if not allow_partial and (failed or missing):
+        parts = []
+        if failed:
+            parts.append(f"failed chains {failed}")
+        if missing:
+            parts.append(f"{missing} of {chains * draws} draws not done")
+        raise IncompleteRunError(
+            f"run is incomplete ({'; '.join(parts)}): finish it with 'losskernel sample' "
+            "or reduce the done draws with --allow-partial"
+        )
+    use = done & healthy[:, None]
+    rows = np.flatnonzero(use.reshape(-1))
+    used_chains = [int(c) for c in np.flatnonzero(use.any(axis=1))]
+    excluded = {
+        "failed_chains": failed,
+        "not_done": [int(i) for i in np.flatnonzero(~done.reshape(-1) & np.repeat(healthy, draws))],
+    }
+    return rows, used_chains, excluded
+
+
+def draw_matrix(store: RunStore, rows: np.ndarray, block: int) -> da.Array:
+    """The (M, N) float64 matrix of the selected draws, chunked (M, block)."""
+    chains, draws, n = store.shape
+    arr = da.from_zarr(store.losses_array(), chunks=(chains, draws, block))
+    x = arr.reshape(chains * draws, n)
+    if len(rows) != chains * draws:
+        x = x[rows]
+    return x.astype(np.float64)
+
+
+def reduce_store(
+    store: RunStore,
+    *,
+    block_size: int = 2048,
+    dtype: str = "float64",
+    threads: int = 0,
+    allow_partial: bool = False,
+    progress: bool = False,
+) -> ReduceReport:
+    """Compute and write kernel/{mean,var,cov,corr}; returns what was used."""
+    t0 = time.perf_counter()
+    rows, used_chains, excluded = select_rows(store, allow_partial)
+    m = len(rows)
+    if m < 2:
+        raise IncompleteRunError(f"only {m} usable draws: at least 2 are needed for a covariance")
+    _, _, n = store.shape
+    block = min(block_size, n)
+    scheduler = {"scheduler": "threads", "num_workers": threads or None}
+
+    with dask.config.set(**scheduler):
+        x = draw_matrix(store, rows, block)
+        mean, var = da.compute(x.mean(axis=0), x.var(axis=0, ddof=1))
+        out = store.create_kernel(n, block, dtype)
+        out["mean"][:] = mean
+        out["var"][:] = var
+        sd = np.sqrt(var)
+        inv_sd = np.divide(1.0, sd, out=np.zeros_like(sd), where=sd > 0)
+        xc = x - mean
+        starts = range(0, n, block)
+        bar = tqdm(starts, desc="reduce", unit="block row", disable=not progress,
+                   file=sys.stderr, dynamic_ncols=True)
+        for i0 in bar:
+            i1 = min(i0 + block, n)
+            width = i1 - i0
+            row = (xc[:, i0:i1].T @ xc[:, i0:]) / (m - 1)  # tiles (i, j >= i)
+            corr = da.clip(row * inv_sd[i0:i1, None] * inv_sd[None, i0:], -1.0, 1.0)
+            diag, diag_corr = row[:, :width], corr[:, :width]
+            diag = (diag + diag.T) / 2
+            diag_corr = (diag_corr + diag_corr.T) / 2
+            sources = [diag, diag_corr]
+            targets = [out["cov"], out["corr"]]
+            regions = [(slice(i0, i1), slice(i0, i1))] * 2
+            if i1 < n:
+                right, right_corr = row[:, width:], corr[:, width:]
+                sources += [right, right_corr, right.T, right_corr.T]
+                targets += [out["cov"], out["corr"], out["cov"], out["corr"]]
+                regions += [(slice(i0, i1), slice(i1, n))] * 2 + [(slice(i1, n), slice(i0, i1))] * 2
+            sources = [s.astype(dtype) for s in sources]
+            da.store(sources, targets, regions=regions, lock=False)
+
+    report = ReduceReport(
+        draws_used=m,
+        chains_used=used_chains,
+        n=n,
+        block_size=block,
+        partial=bool(excluded["failed_chains"] or excluded["not_done"]),
+        seconds=time.perf_counter() - t0,
+        excluded=excluded,
+    )
+    store.set_attrs(reduce=report.as_attrs())
+    return report

@@ -1,0 +1,1 @@
+"""SGLD chains in functional form: update, batches, chain runner."""

@@ -1,0 +1,93 @@
+"""The user's model and loss in functional form: losses as a function of a parameter dict.
+
+The Task's ``loss(model, batch)`` calls the model as a module. Wrapping both in
+one module lets ``torch.func.functional_call`` swap in any parameter tensors
+(one chain's, or a stacked batch under ``vmap``) while the user's code stays
+as written. Buffers are held fixed at their trained values and the model is
+kept in eval mode, as MATH.md requires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch.func import functional_call, grad_and_value
+
+from ..task import LossFn, Task
+
+_PREFIX = "model."
+
+
+class _LossModule(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, loss: LossFn) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self.loss(self.model, batch)
+
+
+class FunctionalLoss:
+    """Per-sample losses and mean-loss gradients of a Task's model at given parameters."""
+
+    def __init__(self, task: Task, device: torch.device) -> None:
+        model = task.model.to(device)
+        model.eval()
+        self.module = _LossModule(model, task.loss)
+        self.device = device
+        # Parameters the user froze (requires_grad=False) are held fixed like buffers.
+        self.param_names = [n for n, p in model.named_parameters() if p.requires_grad]
+        frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
+        buffers = {n: b.detach() for n, b in model.named_buffers()}
+        self.fixed = {_PREFIX + n: t for n, t in {**frozen, **buffers}.items()}
+
+    def initial_params(self) -> dict[str, torch.Tensor]:
+        """Copies of the trained parameters w* (the chain start and localization centre)."""
+        named = dict(self.module.model.named_parameters())
+        return {n: named[n].detach().clone() for n in self.param_names}
+
+    def losses(self, params: Mapping[str, torch.Tensor], batch: Any) -> torch.Tensor:
+        """Per-sample losses, shape [B]."""
+        full = {**self.fixed, **{_PREFIX + n: t for n, t in params.items()}}
+        out = functional_call(self.module, full, (batch,), strict=False)
+        if out.ndim != 1:
+            raise ValueError(
+                f"Task.loss must return per-sample losses of shape [B], got shape {tuple(out.shape)}"
+            )
+        return out
+
+    def mean_loss(self, params: Mapping[str, torch.Tensor], batch: Any) -> torch.Tensor:
+        return self.losses(params, batch).mean()
+
+    def grad_and_loss(
+        self, params: Mapping[str, torch.Tensor], batch: Any
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Gradient of the mean minibatch loss and the loss itself (one chain, plain autograd)."""
+        leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
+        with torch.enable_grad():
+            loss = self.mean_loss(leaves, batch)
+            grads = torch.autograd.grad(loss, list(leaves.values()))
+        return dict(zip(leaves, grads, strict=True)), loss.detach()
+
+    def grad_and_loss_vmappable(
+        self, params: Mapping[str, torch.Tensor], batch: Any
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The same through ``torch.func.grad_and_value``, for use under ``vmap``."""
+        grads, loss = grad_and_value(self.mean_loss)(dict(params), batch)
+        return grads, loss.detach()
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor inside a (nested) batch to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
+        return type(batch)(*(to_device(v, device) for v in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch

@@ -1,0 +1,252 @@
+"""The Zarr v3 store of a run: the only module that knows its paths and chunking.
+
+Layout (INTERFACE.md):
+
+    losses        float32 (chain, draw, sample)   loss vector of every kept draw
+    done          bool    (chain, draw)           true once that draw is durably written
+    train_loss    float32 (chain, step)           mean minibatch loss at every SGLD step
+    chain_status  int8    (chain,)                0 ok, 1 failed (see attrs["chain_errors"])
+    labels        int64   (sample,)               eval labels, when the task has them
+    attributes/*          (sample,)               per-sample attributes of the task
+    kernel/mean, kernel/var (sample,), kernel/cov, kernel/corr (sample_i, sample_j)
+
+Every array is created, full size, when the run starts: nothing is appended.
+A chunk of ``losses`` holds a few draws of one chain over a block of samples,
+so a rank writes only its own chains' chunks and the reduction reads column
+blocks. Zarr's local store replaces a chunk file atomically; each chunk also
+carries a crc32c checksum so a corrupted chunk is an error, never a wrong
+kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
+
+STATUS_OK = 0
+STATUS_FAILED = 1
+
+SAMPLE_CHUNK = 4096  # samples per chunk along N
+CHUNK_BYTES = 256 * 1024  # target size of one losses chunk
+
+
+class StoreError(RuntimeError):
+    """A store that is missing, incomplete or inconsistent with the request."""
+
+
+def _codecs() -> dict[str, Any]:
+    return {"compressors": [ZstdCodec(level=1), Crc32cCodec()]}
+
+
+def losses_chunks(chains: int, draws: int, n: int) -> tuple[int, int, int]:
+    """Chunk shape of ``losses``: one chain, a few draws, a block of samples."""
+    n_chunk = min(n, SAMPLE_CHUNK)
+    t_chunk = int(max(1, min(draws, CHUNK_BYTES // (4 * n_chunk))))
+    return (1, t_chunk, n_chunk)
+
+
+class RunStore:
+    """Read and write access to one run's ``store.zarr``."""
+
+    def __init__(self, group: zarr.Group, path: Path) -> None:
+        self.group = group
+        self.path = path
+
+    # ------------------------------------------------------------------ creation
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        *,
+        chains: int,
+        draws: int,
+        n: int,
+        total_steps: int,
+        config: Mapping[str, Any],
+        labels: np.ndarray | None = None,
+        label_names: list[str] | None = None,
+        attributes: Mapping[str, np.ndarray] | None = None,
+        extra_attrs: Mapping[str, Any] | None = None,
+    ) -> RunStore:
+        """Create the store with every sampling array preallocated; refuses an existing one."""
+        path = Path(path)
+        if path.exists():
+            raise StoreError(f"store {str(path)!r} already exists")
+        group = zarr.open_group(str(path), mode="w-", zarr_format=3)
+        codecs = _codecs()
+        group.create_array(
+            "losses",
+            shape=(chains, draws, n),
+            chunks=losses_chunks(chains, draws, n),
+            dtype="float32",
+            fill_value=np.nan,
+            dimension_names=("chain", "draw", "sample"),
+            **codecs,
+        )
+        group.create_array(
+            "done",
+            shape=(chains, draws),
+            chunks=(1, draws),
+            dtype="bool",
+            fill_value=False,
+            dimension_names=("chain", "draw"),
+            **codecs,
+        )
+        group.create_array(
+            "train_loss",
+            shape=(chains, total_steps),
+            chunks=(1, min(total_steps, 65536)),
+            dtype="float32",
+            fill_value=np.nan,
+            dimension_names=("chain", "step"),
+            **codecs,
+        )
+        group.create_array(
+            "chain_status",
+            shape=(chains,),
+            chunks=(1,),
+            dtype="int8",
+            fill_value=STATUS_OK,
+            dimension_names=("chain",),
+            **codecs,
+        )
+        if labels is not None:
+            arr = group.create_array(
+                "labels", shape=(n,), chunks=(min(n, 1 << 20),), dtype="int64",
+                dimension_names=("sample",), **codecs,
+            )
+            arr[:] = np.asarray(labels, dtype=np.int64)
+        if attributes:
+            sub = group.create_group("attributes")
+            for key, values in attributes.items():
+                values = np.asarray(values)
+                if values.dtype.kind not in "biuf":
+                    values = values.astype(str)
+                    values = np.asarray(values, dtype=np.dtypes.StringDType())
+                arr = sub.create_array(
+                    key, shape=values.shape, chunks=values.shape or (1,), dtype=values.dtype,
+                    dimension_names=("sample",) + tuple(f"dim_{i}" for i in range(1, values.ndim)),
+                )
+                arr[...] = values
+        group.attrs.update(
+            {
+                "config": dict(config),
+                "label_names": list(label_names) if label_names is not None else None,
+                "chain_errors": {},
+                **dict(extra_attrs or {}),
+            }
+        )
+        return cls(group, path)
+
+    @classmethod
+    def open(cls, path: str | Path, mode: str = "r") -> RunStore:
+        """Open an existing store (``mode`` 'r' or 'r+')."""
+        path = Path(path)
+        if not (path / "zarr.json").is_file():
+            raise StoreError(f"no store at {str(path)!r} (expected a Zarr v3 group)")
+        return cls(zarr.open_group(str(path), mode=mode, zarr_format=3), path)
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(chains, draws, N)."""
+        return tuple(self.group["losses"].shape)  # type: ignore[return-value]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self.group.attrs["config"])
+
+    @property
+    def attrs(self) -> Mapping[str, Any]:
+        return self.group.attrs
+
+    def set_attrs(self, **values: Any) -> None:
+        self.group.attrs.update(values)
+
+    # ------------------------------------------------------------------ sampling writes
+    def write_draw(self, chain: int, draw: int, losses: np.ndarray) -> None:
+        """Write one draw's loss vector (not yet marked done)."""
+        self.group["losses"][chain, draw, :] = np.asarray(losses, dtype=np.float32)
+
+    def write_draws(self, chain: int, first_draw: int, losses: np.ndarray) -> None:
+        """Write consecutive draws ``first_draw ..`` of one chain (not yet marked done)."""
+        rows = np.asarray(losses, dtype=np.float32)
+        self.group["losses"][chain, first_draw : first_draw + len(rows), :] = rows
+
+    def mark_done(self, chain: int, draws: np.ndarray | list[int]) -> None:
+        """Flag draws of one chain as durably written; call only after ``write_draw``."""
+        done = self.group["done"]
+        row = np.asarray(done[chain, :])
+        row[np.asarray(draws, dtype=np.int64)] = True
+        done[chain, :] = row
+
+    def write_train_loss(self, chain: int, start_step: int, values: np.ndarray) -> None:
+        if len(values):
+            self.group["train_loss"][chain, start_step : start_step + len(values)] = values
+
+    def mark_failed(self, chain: int, message: str) -> None:
+        self.group["chain_status"][chain] = STATUS_FAILED
+        errors = dict(self.group.attrs.get("chain_errors", {}))
+        errors[str(chain)] = message
+        self.group.attrs["chain_errors"] = errors
+
+    # ------------------------------------------------------------------ reading
+    def done(self) -> np.ndarray:
+        return np.asarray(self.group["done"][...])
+
+    def chain_status(self) -> np.ndarray:
+        return np.asarray(self.group["chain_status"][...])
+
+    def chain_errors(self) -> dict[str, str]:
+        return dict(self.group.attrs.get("chain_errors", {}))
+
+    def losses_array(self) -> zarr.Array:
+        return self.group["losses"]
+
+    def train_loss(self) -> np.ndarray:
+        return np.asarray(self.group["train_loss"][...])
+
+    def labels(self) -> np.ndarray | None:
+        return np.asarray(self.group["labels"][...]) if "labels" in self.group else None
+
+    def label_names(self) -> list[str] | None:
+        return self.group.attrs.get("label_names")
+
+    def attributes(self) -> dict[str, np.ndarray]:
+        if "attributes" not in self.group:
+            return {}
+        sub = self.group["attributes"]
+        return {name: np.asarray(arr[...]) for name, arr in sub.arrays()}
+
+    def has_kernel(self) -> bool:
+        return "kernel" in self.group and "corr" in self.group["kernel"]
+
+    def kernel_array(self, name: str) -> zarr.Array:
+        if "kernel" not in self.group or name not in self.group["kernel"]:
+            raise StoreError(f"store {str(self.path)!r} has no kernel/{name}: run 'losskernel reduce'")
+        return self.group["kernel"][name]
+
+    # ------------------------------------------------------------------ reduce outputs
+    def create_kernel(self, n: int, block: int, dtype: str) -> dict[str, zarr.Array]:
+        """(Re)create the kernel arrays, chunked in ``block`` x ``block`` tiles."""
+        if "kernel" in self.group:
+            del self.group["kernel"]
+        sub = self.group.create_group("kernel")
+        codecs = _codecs()
+        out = {}
+        for name in ("mean", "var"):
+            out[name] = sub.create_array(
+                name, shape=(n,), chunks=(min(n, 1 << 20),), dtype="float64",
+                dimension_names=("sample",), **codecs,
+            )
+        for name in ("cov", "corr"):
+            out[name] = sub.create_array(
+                name, shape=(n, n), chunks=(min(n, block), min(n, block)), dtype=dtype,
+                dimension_names=("sample_i", "sample_j"), **codecs,
+            )
+        return out

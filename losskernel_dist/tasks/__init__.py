@@ -1,0 +1,1 @@
+"""Ready-made tasks (``module:build`` targets) shipped with the package."""
