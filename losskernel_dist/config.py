@@ -112,6 +112,25 @@ class AnalysisConfig:
     umap_min_dist: float = _help("min_dist of UMAP", 0.1)
     seed: int = _help("seed of UMAP and other analysis randomness", 0)
     max_plot_samples: int = _help("kernel pictures above this N are block-averaged", 2000)
+    umap: bool = _help("compute the 2-D and 3-D UMAP maps (switch off for huge N)", True)
+    group_attribute: str = _help(
+        "binary group for the PC1 AUC and covariance distributions: 'labels' or an attribute "
+        "name; '' picks labels when they have exactly 2 values", "")
+    memorization_attribute: str = _help(
+        "per-sample 0/1 flag (e.g. mislabelled) tested against K_ii; '' uses 'mislabelled' "
+        "when the task has it", "")
+    wordnet: str = _help(
+        "label hierarchy from WordNet: 'auto' (when label names are WordNet ids and WordNet is "
+        "installed), 'on' (required), 'off', or 'imagenet1k' (labels are ImageNet-1k indices)",
+        "auto")
+    cka_grid: int = _help("number of draw counts s on the CKA(K_s, K_final) convergence curve", 12)
+    cka_max_draws: int = _help(
+        "pooled draws above which the CKA convergence curve thins draws evenly (memory ~ M^2)",
+        8192)
+    attribute_max_levels: int = _help(
+        "attributes with more distinct values than this are treated as continuous", 128)
+    colour_groups: int = _help("colour groups (farthest-point sampling of mean RGB)", 8)
+    thumbnails: int = _help("reference samples in the thumbnail grid of image tasks", 8)
 
     def validate(self) -> None:
         _positive_int("analysis.neighbours", self.neighbours)
@@ -121,6 +140,83 @@ class AnalysisConfig:
             raise ConfigError(f"analysis.umap_min_dist: must be in [0, 1], got {self.umap_min_dist}")
         _nonneg_int("analysis.seed", self.seed)
         _positive_int("analysis.max_plot_samples", self.max_plot_samples)
+        if self.wordnet not in ("auto", "on", "off", "imagenet1k"):
+            raise ConfigError(
+                f"analysis.wordnet: expected auto, on, off or imagenet1k, got {self.wordnet!r}"
+            )
+        if self.cka_grid < 2:
+            raise ConfigError(f"analysis.cka_grid: must be >= 2, got {self.cka_grid}")
+        if self.cka_max_draws < 4:
+            raise ConfigError(f"analysis.cka_max_draws: must be >= 4, got {self.cka_max_draws}")
+        if self.attribute_max_levels < 2:
+            raise ConfigError(
+                f"analysis.attribute_max_levels: must be >= 2, got {self.attribute_max_levels}"
+            )
+        if self.colour_groups < 2:
+            raise ConfigError(f"analysis.colour_groups: must be >= 2, got {self.colour_groups}")
+        _nonneg_int("analysis.thumbnails", self.thumbnails)
+
+
+@dataclass
+class SlurmConfig:
+    """How ``losskernel submit`` runs the chains as a SLURM job array (through submitit)."""
+
+    cluster: str = _help(
+        "submitit executor: 'slurm', 'local' (subprocesses on this machine, for tests) or "
+        "'auto' (slurm when srun is on PATH)", "slurm")
+    partition: str = _help("SLURM partition ('' for the cluster's default)", "")
+    time_min: int = _help(
+        "time limit of one array task run, in minutes; a task that reaches it checkpoints "
+        "and is requeued", 60)
+    chains_per_task: int = _help("chains per array task", 1)
+    gpus_per_task: int = _help("GPUs per array task (0: none)", 0)
+    cpus_per_task: int = _help("CPUs per array task; also its torch threads when "
+                               "sampler.threads is 0", 1)
+    mem_gb: float = _help("memory per array task in GB (0: the cluster's default)", 0.0)
+    max_parallel: int = _help("array tasks running at once (0: no limit)", 0)
+    signal_delay_s: int = _help(
+        "seconds before the time limit at which SLURM sends USR2 (checkpoint and requeue)", 120)
+    max_requeues: int = _help(
+        "timeouts or preemptions a task may be requeued after (SLURM's MaxBatchRequeue "
+        "caps it too)", 3)
+    extra: dict = _help("extra sbatch parameters, e.g. {account: abc, qos: high}",
+                        default_factory=dict)
+    setup: list = _help("shell lines run before each task (module load ..., source venv)",
+                        default_factory=list)
+    folder: str = _help("submitit's folder for job pickles and logs ('': RUN_DIR/slurm)", "")
+    job_name: str = _help("SLURM job name", "losskernel")
+    reduce: bool = _help("submit a reduce job that starts when every array task succeeded", True)
+    reduce_time_min: int = _help("time limit of the reduce job, in minutes", 60)
+    reduce_cpus: int = _help("CPUs of the reduce job (0: cpus_per_task)", 0)
+    reduce_mem_gb: float = _help("memory of the reduce job in GB (0: the cluster's default)", 0.0)
+    allow_partial: bool = _help("run the reduce job with --allow-partial", False)
+
+    def validate(self) -> None:
+        if self.cluster not in ("slurm", "local", "auto"):
+            raise ConfigError(f"slurm.cluster: expected slurm, local or auto, got {self.cluster!r}")
+        _positive_int("slurm.time_min", self.time_min)
+        _positive_int("slurm.chains_per_task", self.chains_per_task)
+        _nonneg_int("slurm.gpus_per_task", self.gpus_per_task)
+        _positive_int("slurm.cpus_per_task", self.cpus_per_task)
+        if not self.mem_gb >= 0:
+            raise ConfigError(f"slurm.mem_gb: must be >= 0, got {self.mem_gb}")
+        _nonneg_int("slurm.max_parallel", self.max_parallel)
+        _nonneg_int("slurm.signal_delay_s", self.signal_delay_s)
+        if self.signal_delay_s >= self.time_min * 60:
+            raise ConfigError(
+                f"slurm.signal_delay_s: {self.signal_delay_s} s must be shorter than "
+                f"slurm.time_min ({self.time_min} min)"
+            )
+        _nonneg_int("slurm.max_requeues", self.max_requeues)
+        for key in self.extra:
+            if not isinstance(key, str):
+                raise ConfigError(f"slurm.extra: keys must be sbatch option names, got {key!r}")
+        if not isinstance(self.setup, list) or not all(isinstance(x, str) for x in self.setup):
+            raise ConfigError(f"slurm.setup: expected a list of shell lines, got {self.setup!r}")
+        _positive_int("slurm.reduce_time_min", self.reduce_time_min)
+        _nonneg_int("slurm.reduce_cpus", self.reduce_cpus)
+        if not self.reduce_mem_gb >= 0:
+            raise ConfigError(f"slurm.reduce_mem_gb: must be >= 0, got {self.reduce_mem_gb}")
 
 
 @dataclass
@@ -130,6 +226,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     reduce: ReduceConfig = field(default_factory=ReduceConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
     output: str = _help("the run directory", "runs/example")
 
     def validate(self) -> None:
@@ -138,6 +235,7 @@ class Config:
         self.eval.validate()
         self.reduce.validate()
         self.analysis.validate()
+        self.slurm.validate()
         if not self.output:
             raise ConfigError("output: must be a non-empty path")
 
