@@ -1,0 +1,117 @@
+"""The blockwise reduction equals numpy's dense estimators and stays within its memory bound."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from losskernel_dist.reduce.kernel import IncompleteRunError, reduce_store
+from losskernel_dist.store import RunStore
+
+
+def planted_store(path, chains=3, draws=7, n=23, seed=0, zero_var=()) -> tuple[RunStore, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(size=(chains, draws, n)) * rng.uniform(0.1, 3, size=n) + 5).astype(np.float32)
+    for j in zero_var:
+        x[:, :, j] = 1.25
+    store = RunStore.create(path, chains=chains, draws=draws, n=n, total_steps=draws,
+                            config={"test": True})
+    for c in range(chains):
+        store.write_draws(c, 0, x[c])
+        store.mark_done(c, list(range(draws)))
+    return store, x.reshape(chains * draws, n).astype(np.float64)
+
+
+@pytest.mark.parametrize("block", [1, 5, 8, 23, 100])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_reduce_equals_numpy(tmp_path, block, dtype):
+    store, x = planted_store(tmp_path / "s.zarr", zero_var=(4, 17))
+    reduce_store(store, block_size=block, dtype=dtype)
+    cov = np.cov(x, rowvar=False)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.corrcoef(x, rowvar=False)
+    corr[~np.isfinite(corr)] = 0.0  # MATH.md: rho = 0 where a variance is 0
+    tol = 1e-12 if dtype == "float64" else 1e-6
+    np.testing.assert_allclose(store.kernel_array("cov")[...], cov, rtol=tol, atol=tol)
+    np.testing.assert_allclose(store.kernel_array("corr")[...], corr, rtol=tol, atol=tol)
+    np.testing.assert_allclose(store.kernel_array("mean")[...], x.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(store.kernel_array("var")[...], x.var(0, ddof=1), rtol=1e-12)
+    got = store.kernel_array("corr")[...]
+    assert (got[4] == 0).all() and (got[:, 17] == 0).all()
+    np.testing.assert_array_equal(got, got.T)
+    assert store.kernel_array("cov").dtype == np.dtype(dtype)
+
+
+def test_reduce_refuses_incomplete_runs_unless_partial(tmp_path):
+    store, x = planted_store(tmp_path / "s.zarr", chains=2, draws=5, n=6)
+    done = store.done()
+    done[1, 3:] = False
+    store.group["done"][...] = done
+    with pytest.raises(IncompleteRunError, match="2 of 10 draws not done"):
+        reduce_store(store)
+    report = reduce_store(store, allow_partial=True)
+    assert report.draws_used == 8 and report.partial
+    assert store.attrs["reduce"]["excluded"]["not_done"] == [8, 9]
+    np.testing.assert_allclose(store.kernel_array("cov")[...], np.cov(x[:8], rowvar=False),
+                               rtol=1e-12)
+
+
+def test_failed_chain_is_excluded_only_with_partial(tmp_path):
+    store, x = planted_store(tmp_path / "s.zarr", chains=3, draws=4, n=5)
+    store.mark_failed(1, "chain 1 diverged at step 3")
+    with pytest.raises(IncompleteRunError, match=r"failed chains \[1\]"):
+        reduce_store(store)
+    report = reduce_store(store, allow_partial=True)
+    assert report.chains_used == [0, 2]
+    keep = np.r_[0:4, 8:12]
+    np.testing.assert_allclose(store.kernel_array("cov")[...], np.cov(x[keep], rowvar=False),
+                               rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_peak_memory_is_bounded_by_the_block_not_n_squared(tmp_path):
+    """Reduce N = 9000 (dense float64 N x N: 648 MB) in a subprocess; measure its peak RSS (VmHWM)."""
+    n, chains, draws, block = 9000, 2, 20, 500
+    script = textwrap.dedent(f"""
+        import json, sys
+        import numpy as np
+        from losskernel_dist.store import RunStore
+        from losskernel_dist.reduce.kernel import reduce_store, peak_memory_bytes
+        def peak_rss():
+            # VmHWM is this process's own high-water mark; getrusage's ru_maxrss would
+            # also count the (torch-laden) pytest parent that forked this process.
+            for line in open("/proc/self/status"):
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        path = sys.argv[1]
+        rng = np.random.default_rng(0)
+        store = RunStore.create(path, chains={chains}, draws={draws}, n={n}, total_steps={draws},
+                                config={{}})
+        for c in range({chains}):
+            store.write_draws(c, 0, rng.normal(size=({draws}, {n})).astype(np.float32))
+            store.mark_done(c, list(range({draws})))
+        before = peak_rss()
+        reduce_store(store, block_size={block}, dtype="float32", threads=2)
+        peak = peak_rss()
+        corr = store.kernel_array("corr")
+        x = np.asarray(store.losses_array()[...]).reshape(-1, {n}).astype(np.float64)
+        cols = [0, 4321, {n} - 1]
+        want = np.corrcoef(x[:, cols], x, rowvar=False)[:3, 3:]
+        err = float(np.abs(corr.get_orthogonal_selection((cols, slice(None))) - want).max())
+        print(json.dumps({{"before": before, "peak": peak, "err": err,
+                           "bound": peak_memory_bytes({chains * draws}, {block}, 2)}}))
+    """)
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "big.zarr")],
+                         capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    dense = n * n * 8
+    print(f"dense {dense / 2**20:.0f} MiB, peak RSS {result['peak'] / 2**20:.0f} MiB "
+          f"(before reduce {result['before'] / 2**20:.0f} MiB)")
+    assert result["err"] < 1e-5
+    assert dense > 3 * result["peak"], "reduce's peak RSS is not far below the dense N x N"
+    assert result["peak"] - result["before"] < dense / 4
