@@ -1,16 +1,21 @@
 """Chain state on disk for resume: the only module that knows checkpoint files.
 
 One file per chain holds its parameters, the number of SGLD steps taken and
-the draw-changing config fingerprint. Files are written atomically (temporary
-file, fsync, rename) and the previous one is kept, so a kill during a write
-leaves either the new or the old state, never a torn one. They are loaded with
-``torch.load(weights_only=True)``: a checkpoint cannot run code.
+the draw-changing config fingerprint. The step is also the chain's randomness
+counter: minibatches and noise are keyed by (seed, chain, step) (rng.py), so
+nothing else is needed to continue exactly. Files are written atomically
+(temporary file, fsync, rename, fsync of the directory) and the previous one is
+kept as ``.prev``, so a kill during a write leaves the new or the old state,
+never a torn one, and a file damaged later falls back to the previous one.
+They are loaded with ``torch.load(weights_only=True)``: a checkpoint cannot
+run code.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,9 +77,14 @@ def _read(path: Path) -> ChainState:
     )
 
 
-def load_chain(directory: Path, chain: int) -> ChainState | None:
-    """The newest readable state of ``chain``, falling back to ``.prev``; None if none."""
+def chain_states(directory: Path, chain: int) -> list[tuple[Path, ChainState]]:
+    """The readable states of ``chain``, newest file first (current, then ``.prev``).
+
+    A truncated or corrupted file, or one that belongs to another chain, is
+    skipped with a warning.
+    """
     path = chain_path(directory, chain)
+    out = []
     for candidate in (path, path.with_suffix(".prev")):
         if not candidate.exists():
             continue
@@ -88,5 +98,46 @@ def load_chain(directory: Path, chain: int) -> ChainState | None:
             warnings.warn(f"checkpoint {candidate} belongs to chain {state.chain}; ignored",
                           stacklevel=2)
             continue
-        return state
-    return None
+        out.append((candidate, state))
+    return out
+
+
+def load_chain(directory: Path, chain: int) -> ChainState | None:
+    """The newest readable state of ``chain``, falling back to ``.prev``; None if none."""
+    states = chain_states(directory, chain)
+    return states[0][1] if states else None
+
+
+def restore(
+    directory: Path, chain: int, accept: Callable[[ChainState], bool]
+) -> ChainState | None:
+    """The newest readable state of ``chain`` that ``accept`` takes; None to start afresh.
+
+    Called by the chain's (locked) writer before it resumes. Files newer than
+    the accepted state (unreadable, or refused by ``accept``) are removed, and
+    an accepted ``.prev`` becomes the current file, so the next save keeps the
+    accepted state as its ``.prev``. Temporary files of killed writes are
+    removed too. ``accept`` may raise to refuse the whole directory.
+    """
+    directory = Path(directory)
+    path = chain_path(directory, chain)
+    for tmp in directory.glob(f"{path.stem}.tmp*"):
+        tmp.unlink(missing_ok=True)
+    chosen: tuple[Path, ChainState] | None = None
+    for candidate, state in chain_states(directory, chain):
+        if accept(state):
+            chosen = (candidate, state)
+            break
+    prev = path.with_suffix(".prev")
+    changed = False
+    if chosen is None:
+        for stale in (path, prev):
+            if stale.exists():
+                stale.unlink()
+                changed = True
+    elif chosen[0] == prev:
+        os.replace(prev, path)  # atomically drops the rejected or unreadable current file
+        changed = True
+    if changed:
+        _fsync_dir(directory)
+    return chosen[1] if chosen else None

@@ -3,14 +3,23 @@
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; a SLURM array task is told its
 share explicitly. Chains are dealt round-robin, and since every draw depends
 only on (seed, chain, step), the layout never changes the draws.
+
+Ranks talk to each other only at two barriers (after the store exists, and at
+the end); sampling itself has no collective communication. The barrier
+timeout is long because ranks with more chains, or with more draws left on a
+resume, make the others wait at the final barrier; a rank that dies is noticed
+by torchrun, which stops the rest.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
+
+BARRIER_TIMEOUT = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,12 @@ def chains_for(rank: int, world_size: int, chains: int) -> list[int]:
     return list(range(rank, chains, world_size))
 
 
+def slurm_cpus_per_task() -> int | None:
+    """CPUs SLURM gave each task of this job (SLURM_CPUS_PER_TASK), or None outside SLURM."""
+    value = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def select_device(spec: str, local_rank: int) -> torch.device:
     """The torch device for ``spec`` ('auto', 'cpu', 'cuda', 'cuda:K') on this local rank."""
     if spec == "cpu":
@@ -62,13 +77,19 @@ class ProcessGroup:
 
     def __init__(self, placement: Placement, device: torch.device) -> None:
         self.placement = placement
+        self.device = device
         self.active = placement.world_size > 1
         if self.active and not torch.distributed.is_initialized():
             backend = "nccl" if device.type == "cuda" else "gloo"
-            torch.distributed.init_process_group(backend=backend)
+            torch.distributed.init_process_group(backend=backend, timeout=BARRIER_TIMEOUT)
 
     def barrier(self) -> None:
-        if self.active:
+        """Wait for every rank (a no-op in a single process)."""
+        if not self.active:
+            return
+        if self.device.type == "cuda":
+            torch.distributed.barrier(device_ids=[self.device.index or 0])
+        else:
             torch.distributed.barrier()
 
     def close(self) -> None:

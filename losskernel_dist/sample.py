@@ -1,16 +1,32 @@
 """The ``sample`` job: set up or resume a run, run this process's chains, commit their draws.
 
-Commit order for each chain event: the draw's loss vector is written, then its
-``done`` flag, then (at checkpoint points) the chain state. A kill at any
-instant therefore leaves draws that are either done and complete, or not done
-and rewritten on resume; since every draw is a function of (seed, chain, step),
-the rewritten draw is bit-identical to the one that was lost.
+Commit order for each chain, at every checkpoint point: the buffered loss
+vectors are written, then the chain state is checkpointed (atomically), then
+the draws' ``done`` flags are set. A kill at any instant leaves a consistent
+run, because resuming starts from the newest checkpoint that every draw kept
+at or before its step is ``done`` for (``_covered``); a checkpoint saved just
+before a kill that beat the ``done`` flags is passed over for the previous one
+(or for the chain's start), and the draws after it are rewritten. Every draw
+is a function of (seed, chain, step) alone, so a rewritten draw is
+bit-identical to the one that was lost.
+
+Stop signals (SIGTERM, SIGUSR2, SIGINT) do not kill the process: they set a
+flag that the chain reads after every SGLD step; the chain then yields a
+checkpoint, the writer commits it, and ``sample`` raises
+``SamplingInterrupted`` once every handler it replaced is back in place (so
+that a caller such as a submitit task can hand the signal on). A second
+SIGINT aborts at once.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import sys
+import threading
 import time
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +35,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from .checkpoint import ChainState, load_chain, save_chain
+from .checkpoint import ChainState, restore, save_chain
 from .config import Config, ConfigError, differing_draw_keys, draw_keys, dump_config
 from .distributed import Placement, ProcessGroup, chains_for, placement_from_env, select_device
 from .fingerprint import batches_fingerprint, dict_fingerprint, model_fingerprint
@@ -32,10 +48,25 @@ from .task import Task, load_task
 
 STORE_NAME = "store.zarr"
 CONFIG_NAME = "config.yaml"
+LOCKS_NAME = "locks"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
 
 
 class RunDirError(RuntimeError):
     """A run directory that cannot be used for the request; nothing was written."""
+
+
+class SamplingInterrupted(RuntimeError):
+    """A stop signal ended sampling early; every chain it stopped was checkpointed first."""
+
+    def __init__(self, signum: int, unfinished: list[int]) -> None:
+        self.signum = signum
+        self.unfinished = unfinished
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"stopped by {name} after checkpointing; chains {unfinished} are unfinished: "
+            "run 'losskernel sample' again to resume"
+        )
 
 
 @dataclass
@@ -44,14 +75,53 @@ class SampleReport:
     draws_written: int = 0
     failed: dict[int, str] = field(default_factory=dict)
     seconds: float = 0.0
+    stopped_by: int | None = None
+    unfinished: list[int] = field(default_factory=list)
+
+
+class StopSignals:
+    """While active, SIGTERM / SIGUSR2 / SIGINT set a flag instead of ending the process.
+
+    The previous handlers are saved on entry and restored on exit. Handlers can
+    only be installed from the main thread; elsewhere the object is inert.
+    """
+
+    def __init__(self, signals: tuple[int, ...] = STOP_SIGNALS) -> None:
+        self.signals = signals
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum: int, frame: types.FrameType | None) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without a checkpoint
+        if self.signum is None:
+            self.signum = signum
+            print(f"losskernel: {signal.Signals(signum).name} received: checkpointing and "
+                  "stopping after the current SGLD step", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.signals:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        self._previous = {}
 
 
 class ChainWriter:
     """Buffers one chain's draws and training losses and commits them in a safe order.
 
-    Commit: the buffered loss vectors are written, then (at a checkpoint event)
-    the chain state is saved, then the draws' ``done`` flags are set. Buffering
-    turns per-draw store writes into one write per chunk row.
+    Commit: the buffered training losses and loss vectors are written, then (at
+    a checkpoint event) the chain state is saved, then the draws' ``done``
+    flags are set. Buffering turns per-draw store writes into one write per
+    chunk row.
     """
 
     MAX_BUFFER_BYTES = 64 * 1024 * 1024
@@ -126,6 +196,12 @@ def read_run_config(run_dir: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
+def _ignorable(entry: Path) -> bool:
+    """Entries a run directory may hold before its store exists (other ranks' locks, a killed
+    creation's temporary store)."""
+    return entry.name == LOCKS_NAME or entry.name.startswith(f"{STORE_NAME}.tmp")
+
+
 def check_existing_run(config: Config, fingerprints: dict[str, str]) -> RunStore | None:
     """Validate an existing run directory against this config; None when it is new.
 
@@ -137,7 +213,7 @@ def check_existing_run(config: Config, fingerprints: dict[str, str]) -> RunStore
         return None
     spath = store_path(run_dir)
     if not spath.exists():
-        if any(run_dir.iterdir()):
+        if any(not _ignorable(entry) for entry in run_dir.iterdir()):
             raise RunDirError(
                 f"output {str(run_dir)!r} exists, is not empty and holds no run ({STORE_NAME})"
             )
@@ -165,12 +241,28 @@ def check_existing_run(config: Config, fingerprints: dict[str, str]) -> RunStore
     return store
 
 
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically (readers see the old or the new file)."""
+    if path.is_file() and path.read_text() == text:
+        return
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def create_run(config: Config, task: Task, fingerprints: dict[str, str]) -> RunStore:
+    """Create the run directory's store and config.yaml.
+
+    The store is built under a temporary name and renamed into place, so a kill
+    during creation leaves no half-made store that a resume would trip over.
+    """
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_NAME).write_text(dump_config(config))
-    return RunStore.create(
-        store_path(run_dir),
+    for stale in run_dir.glob(f"{STORE_NAME}.tmp*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = run_dir / f"{STORE_NAME}.tmp{os.getpid()}"
+    RunStore.create(
+        tmp,
         chains=config.sampler.chains,
         draws=config.sampler.draws,
         n=task.n_eval,
@@ -181,6 +273,28 @@ def create_run(config: Config, task: Task, fingerprints: dict[str, str]) -> RunS
         attributes=task.attributes,
         extra_attrs={"fingerprints": fingerprints, "n_train": task.n_train},
     )
+    os.replace(tmp, store_path(run_dir))
+    _write_text_atomic(run_dir / CONFIG_NAME, dump_config(config))
+    return RunStore.open(store_path(run_dir), mode="r+")
+
+
+def task_fingerprints(task: Task, shards: EvalShards) -> dict[str, str]:
+    """What a run is tied to besides its config: the trained weights and the eval set."""
+    return {"model": model_fingerprint(task.model), "eval_set": batches_fingerprint(shards)}
+
+
+def prepare_run(config: Config, task: Task, fingerprints: dict[str, str]) -> bool:
+    """Create the run, or check that an existing one matches; True when it was created.
+
+    Every check happens before anything is written: a refused config leaves the
+    directory as it was.
+    """
+    existing = check_existing_run(config, fingerprints)
+    if existing is None:
+        create_run(config, task, fingerprints)
+        return True
+    _write_text_atomic(config.run_dir / CONFIG_NAME, dump_config(config))
+    return False
 
 
 def _device_for(config: Config, placement: Placement) -> torch.device:
@@ -190,6 +304,32 @@ def _device_for(config: Config, placement: Placement) -> torch.device:
     return device
 
 
+def draws_kept_by(settings: SGLDSettings, step: int) -> int:
+    """How many draws a chain has kept after ``step`` SGLD steps."""
+    return int(min(settings.draws, max(0, (step - settings.burnin_steps) // settings.steps_between_draws)))
+
+
+def _covered(settings: SGLDSettings, done_row: np.ndarray, step: int) -> bool:
+    """True when every draw kept at or before ``step`` is done: a state to resume from."""
+    return bool(done_row[: draws_kept_by(settings, step)].all())
+
+
+def resume_state(
+    run_dir: Path, chain: int, settings: SGLDSettings, done_row: np.ndarray, ckpt_key: str
+) -> ChainState | None:
+    """The checkpoint to continue ``chain`` from (None: from its start), per the module doc."""
+
+    def accept(state: ChainState) -> bool:
+        if state.fingerprint != ckpt_key:
+            raise RunDirError(
+                f"checkpoint of chain {chain} was made with another config, model or eval "
+                "set; refusing to resume from it"
+            )
+        return _covered(settings, done_row, state.step)
+
+    return restore(checkpoint_dir(run_dir), chain, accept)
+
+
 def sample(
     config: Config,
     *,
@@ -197,16 +337,25 @@ def sample(
     placement: Placement | None = None,
     progress: bool = True,
 ) -> SampleReport:
-    """Start or resume sampling; this process runs ``chains`` (default: its rank's share)."""
+    """Start or resume sampling; this process runs ``chains`` (default: its rank's share).
+
+    Raises SamplingInterrupted when a stop signal ended it early (after a clean
+    checkpoint of the chain it was running), LockedError when another live
+    process holds one of the chains, RunDirError for a run it must not touch.
+    """
     placement = placement or placement_from_env()
-    if config.sampler.threads:
-        torch.set_num_threads(config.sampler.threads)
-    device = _device_for(config, placement)
-    group = ProcessGroup(placement, device)
-    try:
-        return _sample(config, chains, placement, device, group, progress)
-    finally:
-        group.close()
+    with StopSignals() as stop:
+        if config.sampler.threads:
+            torch.set_num_threads(config.sampler.threads)
+        device = _device_for(config, placement)
+        group = ProcessGroup(placement, device)
+        try:
+            report = _sample(config, chains, placement, device, group, progress, stop)
+        finally:
+            group.close()
+    if report.stopped_by is not None:
+        raise SamplingInterrupted(report.stopped_by, report.unfinished)
+    return report
 
 
 def _sample(
@@ -216,81 +365,106 @@ def _sample(
     device: torch.device,
     group: ProcessGroup,
     progress: bool,
+    stop: StopSignals,
 ) -> SampleReport:
     task = load_task(config.task.target, config.task.args)
     fl = FunctionalLoss(task, device)
     shards = EvalShards(task.eval, config.eval.batch_size, device, cache=config.eval.cache)
-    fingerprints = {
-        "model": model_fingerprint(task.model),
-        "eval_set": batches_fingerprint(shards),
-    }
-    if placement.is_main:
-        store = check_existing_run(config, fingerprints)
-        if store is None:
-            create_run(config, task, fingerprints)
-        else:
-            (config.run_dir / CONFIG_NAME).write_text(dump_config(config))
-    group.barrier()
-    store = RunStore.open(store_path(config.run_dir), mode="r+")
-    if store.shape[2] != task.n_eval:
-        raise RunDirError(f"store has N={store.shape[2]} samples but the task has {task.n_eval}")
-
+    fingerprints = task_fingerprints(task, shards)
     mine = chains if chains is not None else chains_for(
         placement.rank, placement.world_size, config.sampler.chains
     )
     bad = [c for c in mine if not 0 <= c < config.sampler.chains]
     if bad:
         raise ConfigError(f"sampler.chains: chain ids {bad} outside 0..{config.sampler.chains - 1}")
+    if placement.is_main:
+        check_existing_run(config, fingerprints)  # refuse before taking locks or writing
+    with ChainLocks(config.run_dir / LOCKS_NAME, mine):
+        if placement.is_main:
+            prepare_run(config, task, fingerprints)
+        group.barrier()
+        store = RunStore.open(store_path(config.run_dir), mode="r+")
+        if store.shape[2] != task.n_eval:
+            raise RunDirError(
+                f"store has N={store.shape[2]} samples but the task has {task.n_eval}"
+            )
+        report = _run_chains(config, store, mine, fl, task, shards, fingerprints, placement,
+                             progress, stop)
+    if report.stopped_by is None:
+        group.barrier()
+    return report
+
+
+def _run_chains(
+    config: Config,
+    store: RunStore,
+    mine: list[int],
+    fl: FunctionalLoss,
+    task: Task,
+    shards: EvalShards,
+    fingerprints: dict[str, str],
+    placement: Placement,
+    progress: bool,
+    stop: StopSignals,
+) -> SampleReport:
+    """Run (or resume, or skip) each chain of ``mine`` in turn; see the module doc."""
     report = SampleReport(chains=mine)
     settings = settings_from(config)
     ckpt_key = dict_fingerprint({**draw_keys(config), **fingerprints})
     anchor = fl.initial_params()
     done = store.done()
     status = store.chain_status()
-    total_draws = len(mine) * settings.draws
     already = int(done[mine].sum()) if mine else 0
     bar = tqdm(
-        total=total_draws, initial=already, desc=f"sample[rank {placement.rank}]",
+        total=len(mine) * settings.draws, initial=already, desc=f"sample[rank {placement.rank}]",
         unit="draw", disable=not progress, file=sys.stderr, dynamic_ncols=True,
     )
     start_time = time.perf_counter()
-    with ChainLocks(config.run_dir / "locks", mine):
-        for chain in mine:
-            if status[chain] != 0:
-                report.failed[chain] = store.chain_errors().get(str(chain), "failed earlier")
-                continue
-            state = load_chain(checkpoint_dir(config.run_dir), chain)
-            if state is not None and state.fingerprint != ckpt_key:
-                raise RunDirError(
-                    f"checkpoint of chain {chain} was made with another config, model or eval "
-                    "set; refusing to resume from it"
-                )
-            if state is not None and state.step >= settings.total_steps and done[chain].all():
-                continue
-            chain_done = done[chain].copy()
-            writer = ChainWriter(store, chain, config.run_dir, ckpt_key)
-            try:
-                for event in run_chain(
-                    fl, task.train, shards, settings, chain,
-                    start_step=state.step if state else 0,
-                    start_params=state.params if state else None,
-                    anchor=anchor,
-                    skip_draw=lambda t, row=chain_done: bool(row[t]),
-                ):
-                    writer.add(event)
-                    if event.draw is not None:
-                        chain_done[event.draw] = True
-                        report.draws_written += 1
-                        bar.update(1)
-                writer.commit()
-            except ChainDiverged as exc:
-                writer.commit()  # draws before the fault are sound: keep them
-                store.mark_failed(chain, str(exc))
-                report.failed[chain] = str(exc)
-                print(f"losskernel: {exc}", file=sys.stderr)
+    finished: set[int] = set()
+    for chain in mine:
+        if stop.requested:
+            break
+        if status[chain] != 0:
+            report.failed[chain] = store.chain_errors().get(str(chain), "failed earlier")
+            finished.add(chain)
+            continue
+        state = resume_state(config.run_dir, chain, settings, done[chain], ckpt_key)
+        if state is not None and state.step >= settings.total_steps and done[chain].all():
+            finished.add(chain)
+            continue
+        chain_done = done[chain].copy()
+        writer = ChainWriter(store, chain, config.run_dir, ckpt_key)
+        last_step = state.step if state else 0
+        try:
+            for event in run_chain(
+                fl, task.train, shards, settings, chain,
+                start_step=state.step if state else 0,
+                start_params=state.params if state else None,
+                anchor=anchor,
+                skip_draw=lambda t, row=chain_done: bool(row[t]),
+                should_stop=lambda: stop.requested,
+            ):
+                writer.add(event)
+                if event.draw is not None:
+                    chain_done[event.draw] = True
+                    report.draws_written += 1
+                    bar.update(1)
+                last_step = event.step
+            writer.commit()
+            if last_step >= settings.total_steps:
+                finished.add(chain)
+        except ChainDiverged as exc:
+            writer.commit()  # draws before the fault are sound: keep them
+            store.mark_failed(chain, str(exc))
+            report.failed[chain] = str(exc)
+            finished.add(chain)
+            print(f"losskernel: {exc}", file=sys.stderr)
     bar.close()
     report.seconds = time.perf_counter() - start_time
-    group.barrier()
+    if stop.requested:
+        report.unfinished = [c for c in mine if c not in finished]
+        if report.unfinished:
+            report.stopped_by = stop.signum
     return report
 
 
