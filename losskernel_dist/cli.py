@@ -18,12 +18,23 @@ from .task import TaskError
 EXIT_USAGE = 2
 
 
+EXIT_INTERRUPTED = 75  # a stop signal ended sampling after a clean checkpoint: run it again
+
+
 def _known_errors() -> tuple[type[BaseException], ...]:
     from .locks import LockedError
     from .sample import RunDirError
     from .store import StoreError
+    from .submit import SubmitError
 
-    return (ConfigError, TaskError, RunDirError, StoreError, LockedError, FileNotFoundError)
+    return (ConfigError, TaskError, RunDirError, StoreError, LockedError, SubmitError,
+            FileNotFoundError)
+
+
+def _interrupted() -> type[BaseException]:
+    from .sample import SamplingInterrupted
+
+    return SamplingInterrupted
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -54,19 +65,13 @@ def _print_sample_report(report) -> None:
 
 
 def _reduce(run_dir: Path, allow_partial: bool, progress: bool) -> None:
-    from .reduce.kernel import reduce_store
+    from .config import config_from_dict
+    from .reduce.run import reduce_run
     from .sample import read_run_config, store_path
-    from .store import RunStore
 
-    cfg = read_run_config(run_dir).get("reduce", {})
-    store = RunStore.open(store_path(run_dir), mode="r+")
-    report = reduce_store(
-        store,
-        block_size=cfg.get("block_size", 2048),
-        dtype=cfg.get("dtype", "float64"),
-        threads=cfg.get("threads", 0),
-        allow_partial=allow_partial,
-        progress=progress,
+    config = config_from_dict(read_run_config(run_dir))
+    report = reduce_run(
+        store_path(run_dir), config.reduce, allow_partial=allow_partial, progress=progress
     )
     print(
         f"reduced {report.draws_used} draws of chains {report.chains_used} "
@@ -124,6 +129,29 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from .submit import submit, wait
+
+    config = load_config(args.config, args.overrides)
+    sub = submit(config)
+    print(f"submitted {len(sub.tasks)} array tasks ({sub.cluster}, job {sub.array_id}) for "
+          f"chains {sub.groups}" + (f"; reduce job {sub.reduce.job_id} (afterok)"
+                                    if sub.reduce is not None else ""))
+    print(f"logs and submission record in {sub.folder}")
+    if sub.cluster == "slurm" and not args.wait:
+        return 0
+    wait(sub, poll_s=args.poll, reduce_here=sub.reduce is None and config.slurm.reduce,
+         allow_partial=config.slurm.allow_partial)
+    for line in sub.failures:
+        print(line)
+    if sub.failures:
+        print(f"losskernel: error: {len(sub.failures)} job(s) failed: {sub.failures[0]}",
+              file=sys.stderr)
+        return 4
+    print(f"run {sub.run_dir} sampled" + (" and reduced" if config.slurm.reduce else ""))
+    return 0
+
+
 def cmd_train_modular(args: argparse.Namespace) -> int:
     from .tasks.modular_train import main as train_main
 
@@ -160,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
 
+    p = sub.add_parser("submit", help="SLURM job array (submitit), then a reduce job")
+    _add_config_args(p)
+    p.add_argument("--wait", action="store_true",
+                   help="wait for the jobs and report failures (always so for slurm.cluster=local)")
+    p.add_argument("--poll", type=float, default=5.0, help="seconds between job state checks")
+    p.set_defaults(func=cmd_submit)
+
     p = sub.add_parser("train-modular", help="train the modular-arithmetic transformer",
                        add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -176,6 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"losskernel: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    except _interrupted() as exc:
+        print(f"losskernel: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         print("losskernel: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,331 @@
+"""``losskernel submit``: the chains as a SLURM job array through submitit, then a reduce job.
+
+1. Prepare, here: load the task, create the run (or check that an existing run
+   matches the config) and refuse if a live process holds a chain of it. The
+   store therefore exists before any task writes, and a config that would be
+   refused queues nothing.
+2. Array: one task per group of ``slurm.chains_per_task`` chains
+   (``map_array``), each a ``SampleChains``, a ``submitit.helpers.Checkpointable``.
+3. Reduce: one job with ``afterok`` on the whole array, so it starts only when
+   every task succeeded.
+4. Record: ``RUN_DIR/slurm/submission.json`` (job ids and each task's chains),
+   which ``losskernel info`` reads.
+
+Timeouts and preemption: SLURM sends USR2 ``slurm.signal_delay_s`` before the
+time limit (``scancel --signal=USR2`` does the same by hand). The sampler's
+handler turns it into a clean stop (draws, checkpoint, ``done`` flags) and
+``SampleChains`` then hands the signal to submitit's own handler, which
+requeues the task and exits. The requeued task calls the same function again
+(the chain state is on disk, not in the pickle) and resumes every chain from
+its checkpoint. Because draws depend only on (seed, chain, step), the finished
+store is the same as an uninterrupted run's.
+
+Failures: a task with a diverged chain raises ``ChainsFailed``, so SLURM marks
+it FAILED and the reduce job can never start. ``submit --wait`` reports which
+task failed and why, and cancels the reduce job; without ``--wait``,
+``losskernel info`` shows the jobs' states.
+
+With ``slurm.cluster: local`` the tasks run as local submitit jobs (processes
+on this machine, with the same signal and requeue handling); submitit has no
+dependencies there, so ``submit`` waits for them and reduces in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import submitit
+import torch
+
+from .config import Config, config_from_dict
+from .distributed import Placement, slurm_cpus_per_task
+from .locks import live_holders
+from .sample import (
+    LOCKS_NAME,
+    SamplingInterrupted,
+    prepare_run,
+    sample,
+    task_fingerprints,
+)
+
+EXIT_INTERRUPTED = 75  # also the CLI's: stopped by a signal after a clean checkpoint
+SUBMISSION_NAME = "submission.json"
+
+
+class SubmitError(RuntimeError):
+    """A submission that could not be made, or an array that did not finish."""
+
+
+class ChainsFailed(RuntimeError):
+    """Raised by an array task whose chains diverged, so that SLURM marks the task FAILED."""
+
+
+def chain_groups(chains: int, per_task: int) -> list[list[int]]:
+    """Chains 0..chains-1 in consecutive groups of ``per_task``: one group per array task."""
+    return [list(range(i, min(i + per_task, chains))) for i in range(0, chains, per_task)]
+
+
+def slurm_folder(config: Config) -> Path:
+    """submitit's folder (pickles, logs) of a run."""
+    return Path(config.slurm.folder) if config.slurm.folder else config.run_dir / "slurm"
+
+
+def _hand_on(signum: int) -> None:
+    """Give a stop signal to the handler that was installed before sampling's own.
+
+    Inside a submitit job that is submitit's handler: for its preemption signal
+    (USR2) it checkpoints this task's call, requeues it and exits.
+    """
+    handler = signal.getsignal(signum)
+    if callable(handler):
+        handler(signum, None)
+
+
+class SampleChains(submitit.helpers.Checkpointable):
+    """One array task: sample a group of chains of a prepared run.
+
+    ``checkpoint`` (inherited) resubmits the same call: everything the chains
+    need to continue is in the run directory, checkpointed by ``sample`` when
+    the signal arrived, before submitit's handler runs.
+    """
+
+    def __call__(self, config_data: dict[str, Any], chains: list[int]) -> dict[str, Any]:
+        config = config_from_dict(config_data)
+        if not config.sampler.threads:
+            config.sampler.threads = slurm_cpus_per_task() or config.slurm.cpus_per_task
+        try:
+            report = sample(config, chains=chains, placement=Placement(0, 1, 0), progress=False)
+        except SamplingInterrupted as exc:
+            print(f"losskernel: {exc}", file=sys.stderr, flush=True)
+            if exc.signum == submitit.JobEnvironment._usr_sig():
+                _hand_on(exc.signum)  # requeues and exits; returns only if it could not
+            raise SystemExit(EXIT_INTERRUPTED) from exc
+        if report.failed:
+            detail = "; ".join(f"{msg}" for _, msg in sorted(report.failed.items()))
+            raise ChainsFailed(f"chains {sorted(report.failed)} failed: {detail}")
+        return {"chains": chains, "draws_written": report.draws_written,
+                "seconds": round(report.seconds, 3)}
+
+
+def reduce_job(run_dir: str, allow_partial: bool) -> dict[str, Any]:
+    """The reduce job: the kernel of a finished run (what ``losskernel reduce`` does)."""
+    from .reduce.kernel import reduce_store
+    from .sample import read_run_config, store_path
+    from .store import RunStore
+
+    cfg = read_run_config(Path(run_dir)).get("reduce", {})
+    store = RunStore.open(store_path(Path(run_dir)), mode="r+")
+    report = reduce_store(
+        store, block_size=cfg.get("block_size", 2048), dtype=cfg.get("dtype", "float64"),
+        threads=cfg.get("threads", 0), allow_partial=allow_partial,
+    )
+    return report.as_attrs()
+
+
+def prepare(config: Config) -> bool:
+    """Create or validate the run here, before anything is queued; True when created."""
+    from .sampler.data import EvalShards
+    from .task import load_task
+
+    held = live_holders(config.run_dir / LOCKS_NAME)
+    if held:
+        chains = sorted(held)
+        raise SubmitError(
+            f"run {str(config.run_dir)!r} is being sampled (chains {chains} held by "
+            f"{held[chains[0]].name}); refusing to submit a second writer"
+        )
+    task = load_task(config.task.target, config.task.args)
+    shards = EvalShards(task.eval, config.eval.batch_size, torch.device("cpu"), cache=True)
+    return prepare_run(config, task, task_fingerprints(task, shards))
+
+
+def make_executor(config: Config, folder: Path, *, reduce: bool = False) -> submitit.AutoExecutor:
+    """The submitit executor for the array (or, with ``reduce``, for the reduce job)."""
+    s = config.slurm
+    cluster = None if s.cluster == "auto" else s.cluster
+    executor = submitit.AutoExecutor(
+        folder=str(folder / "%j"), cluster=cluster,
+        slurm_max_num_timeout=s.max_requeues, local_max_num_timeout=s.max_requeues,
+    )
+    cpus = (s.reduce_cpus or s.cpus_per_task) if reduce else s.cpus_per_task
+    mem = s.reduce_mem_gb if reduce else s.mem_gb
+    params: dict[str, Any] = {
+        "name": f"{s.job_name}-reduce" if reduce else s.job_name,
+        "timeout_min": s.reduce_time_min if reduce else s.time_min,
+        "cpus_per_task": cpus,
+        "gpus_per_node": 0 if reduce else s.gpus_per_task,
+        "tasks_per_node": 1,
+        "nodes": 1,
+        "slurm_signal_delay_s": s.signal_delay_s,
+        "slurm_additional_parameters": dict(s.extra),
+        "slurm_setup": list(s.setup),
+    }
+    if mem:
+        params["mem_gb"] = mem
+    if s.partition:
+        params["slurm_partition"] = s.partition
+    if s.max_parallel and not reduce:
+        params["slurm_array_parallelism"] = s.max_parallel
+    executor.update_parameters(**params)
+    return executor
+
+
+@dataclass
+class Submission:
+    """What ``submit`` queued: the array tasks (with their chains) and the reduce job."""
+
+    run_dir: Path
+    cluster: str
+    folder: Path
+    groups: list[list[int]]
+    tasks: list[submitit.Job]
+    reduce: submitit.Job | None = None
+    reduced_here: dict[str, Any] | None = None
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def array_id(self) -> str:
+        return self.tasks[0].job_id.split("_")[0] if self.tasks else ""
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "cluster": self.cluster,
+            "folder": str(self.folder),
+            "array_job_id": self.array_id,
+            "tasks": [{"job_id": j.job_id, "chains": g} for j, g in zip(self.tasks, self.groups,
+                                                                       strict=True)],
+            "reduce_job_id": self.reduce.job_id if self.reduce is not None else None,
+            "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+
+def submit(config: Config) -> Submission:
+    """Prepare the run, queue its array (and, on SLURM, the reduce job) and record it."""
+    config = config_from_dict(config.to_dict())  # a private copy
+    config.output = str(config.run_dir.resolve())  # tasks may start in another directory
+    prepare(config)
+    folder = slurm_folder(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    groups = chain_groups(config.sampler.chains, config.slurm.chains_per_task)
+    executor = make_executor(config, folder)
+    cluster = executor.cluster
+    data = config.to_dict()
+    tasks = executor.map_array(SampleChains(), [data] * len(groups), groups)
+    sub = Submission(config.run_dir, cluster, folder, groups, list(tasks))
+    if cluster == "slurm" and config.slurm.reduce:
+        red = make_executor(config, folder, reduce=True)
+        red.update_parameters(slurm_dependency=f"afterok:{sub.array_id}")
+        sub.reduce = red.submit(reduce_job, str(config.run_dir), config.slurm.allow_partial)
+    (folder / SUBMISSION_NAME).write_text(json.dumps(sub.record(), indent=2))
+    return sub
+
+
+def _first_line_of_error(job: submitit.Job) -> str:
+    """The last line of a failed job's exception (its most specific message)."""
+    try:
+        exc = job.exception()
+    except Exception as err:  # no result at all: killed, cancelled, node failure
+        return f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"
+    if exc is None:
+        return "no error recorded"
+    lines = [x for x in str(exc).strip().splitlines() if x.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def wait(sub: Submission, *, poll_s: float = 5.0, reduce_here: bool = False,
+         allow_partial: bool = False) -> Submission:
+    """Wait for the array (and reduce job); fill ``sub.failures`` with one line per failed task.
+
+    A failed task makes the ``afterok`` reduce job unable to start: it is
+    cancelled. ``reduce_here`` reduces in this process once every task
+    succeeded (for clusters without dependencies).
+    """
+    pending = list(zip(sub.tasks, sub.groups, strict=True))
+    while pending:
+        still = []
+        for job, group in pending:
+            if job.done():
+                state = job.state
+                try:
+                    job.result()
+                except Exception:
+                    sub.failures.append(
+                        f"array task {job.job_id} (chains {group}) {state}: "
+                        f"{_first_line_of_error(job)}; log {job.paths.stderr}"
+                    )
+            else:
+                still.append((job, group))
+        pending = still
+        if pending:
+            time.sleep(poll_s)
+    if sub.failures:
+        if sub.reduce is not None:
+            sub.reduce.cancel(check=False)
+        return sub
+    if sub.reduce is not None:
+        try:
+            sub.reduce.result()
+        except Exception:
+            sub.failures.append(
+                f"reduce job {sub.reduce.job_id} {sub.reduce.state}: "
+                f"{_first_line_of_error(sub.reduce)}; log {sub.reduce.paths.stderr}"
+            )
+    elif reduce_here:
+        sub.reduced_here = reduce_job(str(sub.run_dir), allow_partial)
+    return sub
+
+
+def submission_status(run_dir: Path) -> dict[str, Any] | None:
+    """The latest submission of a run with its jobs' SLURM states (for ``losskernel info``).
+
+    States come from ``sacct`` when it is available; otherwise they are None.
+    """
+    candidates = [Path(run_dir) / "slurm" / SUBMISSION_NAME]
+    try:
+        from .sample import read_run_config
+
+        folder = read_run_config(Path(run_dir)).get("slurm", {}).get("folder")
+        if folder:
+            candidates.insert(0, Path(folder) / SUBMISSION_NAME)
+    except Exception:
+        pass
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        return None
+    record = json.loads(path.read_text())
+    ids = [t["job_id"] for t in record.get("tasks", [])]
+    if record.get("reduce_job_id"):
+        ids.append(record["reduce_job_id"])
+    states = _sacct_states(ids) if record.get("cluster") == "slurm" else {}
+    for t in record.get("tasks", []):
+        t["state"] = states.get(t["job_id"])
+    if record.get("reduce_job_id"):
+        record["reduce_state"] = states.get(record["reduce_job_id"])
+    return record
+
+
+def _sacct_states(job_ids: list[str]) -> dict[str, str]:
+    """SLURM states of ``job_ids`` through sacct; {} when sacct is missing or fails."""
+    if not job_ids or shutil.which("sacct") is None:
+        return {}
+    arrays = sorted({j.split("_")[0] for j in job_ids})
+    try:
+        out = subprocess.run(
+            ["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(arrays)],
+            capture_output=True, text=True, timeout=20, check=True,
+        ).stdout
+    except (subprocess.SubprocessError, OSError):
+        return {}
+    states = {}
+    for line in out.splitlines():
+        job, _, state = line.partition("|")
+        states[job.strip()] = state.split()[0] if state.strip() else ""
+    return states
