@@ -95,9 +95,15 @@ class ReduceConfig:
     block_size: int = _help("columns per block of the blockwise covariance", 2048)
     dtype: str = _help("dtype of kernel/cov and kernel/corr: float64 or float32", "float64")
     threads: int = _help("dask threads for the reduction (0: one per core)", 0)
+    engine: str = _help("'dask' (CPU), 'torch' (tiled product on reduce.device), 'auto'", "auto")
+    device: str = _help("torch engine device: 'auto' (cuda if available), 'cpu', 'cuda:K'", "auto")
 
     def validate(self) -> None:
         _positive_int("reduce.block_size", self.block_size)
+        if self.engine not in ("auto", "dask", "torch"):
+            raise ConfigError(f"reduce.engine: expected auto, dask or torch, got {self.engine!r}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"reduce.device: expected auto, cpu, cuda or cuda:K, got {self.device!r}")
         if self.dtype not in ("float64", "float32"):
             raise ConfigError(f"reduce.dtype: expected float64 or float32, got {self.dtype!r}")
         _nonneg_int("reduce.threads", self.threads)

@@ -20,6 +20,8 @@ kernel.
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,14 @@ class StoreError(RuntimeError):
     """A store that is missing, incomplete or inconsistent with the request."""
 
 
-def _codecs() -> dict[str, Any]:
+def _codecs(compress: bool = True) -> dict[str, Any]:
+    """Zstd (cheap, and loss vectors near a minimum compress well) and a crc32c checksum.
+
+    The N x N kernel tiles are near-random floats that zstd barely shrinks, so they
+    get only the checksum: writing them is then bound by the disk, not the codec.
+    """
+    if not compress:
+        return {"compressors": [Crc32cCodec()]}
     return {"compressors": [ZstdCodec(level=1), Crc32cCodec()]}
 
 
@@ -190,10 +199,23 @@ class RunStore:
             self.group["train_loss"][chain, start_step : start_step + len(values)] = values
 
     def mark_failed(self, chain: int, message: str) -> None:
+        """Flag a chain failed and record why.
+
+        Several processes may fail chains at once and this process's view of the
+        group attributes may be old, so the message is added to a freshly read
+        ``chain_errors`` under an flock (a file next to the store).
+        """
         self.group["chain_status"][chain] = STATUS_FAILED
-        errors = dict(self.group.attrs.get("chain_errors", {}))
-        errors[str(chain)] = message
-        self.group.attrs["chain_errors"] = errors
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            fresh = zarr.open_group(str(self.path), mode="r+", zarr_format=3)
+            errors = dict(fresh.attrs.get("chain_errors", {}))
+            errors[str(chain)] = message
+            fresh.attrs["chain_errors"] = errors
+            self.group = fresh
+        finally:
+            os.close(fd)
 
     # ------------------------------------------------------------------ reading
     def done(self) -> np.ndarray:
@@ -247,7 +269,7 @@ class RunStore:
         for name in ("cov", "corr"):
             out[name] = sub.create_array(
                 name, shape=(n, n), chunks=(min(n, block), min(n, block)), dtype=dtype,
-                dimension_names=("sample_i", "sample_j"), **codecs,
+                dimension_names=("sample_i", "sample_j"), **_codecs(compress=False),
             )
         return out
 

@@ -115,3 +115,24 @@ def test_peak_memory_is_bounded_by_the_block_not_n_squared(tmp_path):
     assert result["err"] < 1e-5
     assert dense > 3 * result["peak"], "reduce's peak RSS is not far below the dense N x N"
     assert result["peak"] - result["before"] < dense / 4
+
+
+@pytest.mark.parametrize("block", [4, 23, 50])
+def test_torch_tiled_engine_equals_numpy(tmp_path, block):
+    from losskernel_dist.reduce.tiled import reduce_store_torch
+
+    store, x = planted_store(tmp_path / "s.zarr", zero_var=(3,))
+    done = store.done()
+    done[2, 5:] = False
+    store.group["done"][...] = done
+    keep = np.r_[0:14, 14:19]
+    for cache in (0, 1 << 30):  # re-read blocks per tile, or keep them on the device
+        report = reduce_store_torch(store, block_size=block, device="cpu", allow_partial=True,
+                                    cache_bytes=cache)
+        assert report.draws_used == 19 and store.attrs["reduce"]["engine"] == "torch:cpu"
+        cov = np.cov(x[keep], rowvar=False)
+        np.testing.assert_allclose(store.kernel_array("cov")[...], cov, rtol=1e-12, atol=1e-14)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = np.corrcoef(x[keep], rowvar=False)
+        corr[~np.isfinite(corr)] = 0.0
+        np.testing.assert_allclose(store.kernel_array("corr")[...], corr, rtol=1e-12, atol=1e-14)

@@ -162,5 +162,5 @@ def reduce_store(
         seconds=time.perf_counter() - t0,
         excluded=excluded,
     )
-    store.set_attrs(reduce=report.as_attrs())
+    store.set_attrs(reduce={**report.as_attrs(), "engine": "dask"})
     return report

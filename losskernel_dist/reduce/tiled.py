@@ -1,0 +1,112 @@
+"""The kernel as a tiled float64 product with torch, for a GPU (or any torch device).
+
+Same estimators, row selection and output arrays as the dask path
+(``reduce/kernel.py``); the difference is where the product runs. Column blocks
+of the centred draw matrix are moved to the device once when they fit in
+``cache_bytes`` (otherwise re-read per tile), each upper-triangle tile is one
+float64 matmul, and tiles go to the store one by one with their transposes, so
+neither host nor device ever holds N x N.
+
+Device memory: the cached centred draws (M x N x 8 bytes, or two blocks when not
+cached) plus two B x B float64 tiles. Host memory: one float32 column block and
+two B x B tiles in transit.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..store import RunStore
+from .kernel import IncompleteRunError, ReduceReport, select_rows
+
+
+def _column_block(store: RunStore, rows: np.ndarray, i0: int, i1: int) -> np.ndarray:
+    chains, draws, _ = store.shape
+    block = np.asarray(store.losses_array()[:, :, i0:i1]).reshape(chains * draws, i1 - i0)
+    return block[rows] if len(rows) != chains * draws else block
+
+
+def reduce_store_torch(
+    store: RunStore,
+    *,
+    block_size: int = 4096,
+    dtype: str = "float64",
+    device: str | torch.device = "cuda",
+    allow_partial: bool = False,
+    cache_bytes: int = 8 << 30,
+    progress: bool = False,
+) -> ReduceReport:
+    """Compute and write kernel/{mean,var,cov,corr} with torch on ``device``."""
+    t0 = time.perf_counter()
+    device = torch.device(device)
+    rows, used_chains, excluded = select_rows(store, allow_partial)
+    m = len(rows)
+    if m < 2:
+        raise IncompleteRunError(f"only {m} usable draws: at least 2 are needed for a covariance")
+    _, _, n = store.shape
+    block = min(block_size, n)
+    starts = list(range(0, n, block))
+    out = store.create_kernel(n, block, dtype)
+
+    # pass 1: mean and variance per column block (two-pass, float64)
+    mean = np.empty(n)
+    var = np.empty(n)
+    cache: dict[int, torch.Tensor] = {}
+    use_cache = m * n * 8 <= cache_bytes
+    for i0 in starts:
+        i1 = min(i0 + block, n)
+        x = torch.from_numpy(_column_block(store, rows, i0, i1)).to(device, torch.float64)
+        mu = x.mean(dim=0)
+        xc = x - mu
+        mean[i0:i1] = mu.cpu().numpy()
+        var[i0:i1] = (xc.square().sum(dim=0) / (m - 1)).cpu().numpy()
+        if use_cache:
+            cache[i0] = xc
+    out["mean"][:] = mean
+    out["var"][:] = var
+    sd = np.sqrt(var)
+    inv_sd = torch.from_numpy(np.divide(1.0, sd, out=np.zeros_like(sd), where=sd > 0)).to(device)
+    mean_dev = torch.from_numpy(mean).to(device)
+
+    def centred(i0: int) -> torch.Tensor:
+        if i0 in cache:
+            return cache[i0]
+        i1 = min(i0 + block, n)
+        x = torch.from_numpy(_column_block(store, rows, i0, i1)).to(device, torch.float64)
+        return x - mean_dev[i0:i1]
+
+    out_dtype = np.dtype(dtype)
+    bar = tqdm(starts, desc="reduce", unit="block row", disable=not progress, file=sys.stderr)
+    for i0 in bar:
+        i1 = min(i0 + block, n)
+        left = centred(i0)
+        for j0 in range(i0, n, block):
+            j1 = min(j0 + block, n)
+            tile = (left.T @ centred(j0)) / (m - 1)
+            if j0 == i0:
+                tile = (tile + tile.T) / 2
+            corr = (tile * inv_sd[i0:i1, None] * inv_sd[None, j0:j1]).clamp_(-1.0, 1.0)
+            tile_np = tile.cpu().numpy().astype(out_dtype)
+            corr_np = corr.cpu().numpy().astype(out_dtype)
+            out["cov"][i0:i1, j0:j1] = tile_np
+            out["corr"][i0:i1, j0:j1] = corr_np
+            if j0 != i0:
+                out["cov"][j0:j1, i0:i1] = tile_np.T
+                out["corr"][j0:j1, i0:i1] = corr_np.T
+
+    report = ReduceReport(
+        draws_used=m,
+        chains_used=used_chains,
+        n=n,
+        block_size=block,
+        partial=bool(excluded["failed_chains"] or excluded["not_done"]),
+        seconds=time.perf_counter() - t0,
+        excluded=excluded,
+    )
+    store.set_attrs(reduce={**report.as_attrs(), "engine": f"torch:{device}"})
+    return report

@@ -1,0 +1,135 @@
+"""Several chains advanced as one batch with ``torch.func.vmap``.
+
+The chains of a group share every step count (burn-in, draw points,
+checkpoints), so they move in lockstep: their parameters are stacked along a
+leading chain axis, each chain's minibatch and noise still come from its own
+key (seed, chain, step), and one vmapped gradient and one vmapped eval pass
+serve them all. The events are the single-chain events, one per chain, so the
+caller commits them exactly as before. Draws agree with ``run_chain`` to
+floating-point tolerance (batched kernels may round differently).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch.func import grad_and_value, vmap
+from torch.utils.data import Dataset
+
+from ..rng import minibatch_indices, noise_generator
+from .chain import ChainDiverged, ChainEvent, SGLDSettings
+from .data import EvalShards, fetch_batch
+from .functional import FunctionalLoss, to_device
+from .sgld import Params, draw_noise, sgld_update
+
+
+def stack_batches(batches: list[Any]) -> Any:
+    """Stack same-structured batches along a new leading (chain) axis."""
+    first = batches[0]
+    if isinstance(first, torch.Tensor):
+        return torch.stack(batches)
+    if isinstance(first, Mapping):
+        return {k: stack_batches([b[k] for b in batches]) for k in first}
+    if isinstance(first, (list, tuple)):
+        return type(first)(stack_batches(list(items)) for items in zip(*batches, strict=True))
+    raise TypeError(f"cannot stack batch element of type {type(first).__name__} across chains")
+
+
+def _stack(dicts: list[Params]) -> Params:
+    return {k: torch.stack([d[k] for d in dicts]) for k in dicts[0]}
+
+
+def _unstack(params: Params, i: int) -> Params:
+    return {k: v[i] for k, v in params.items()}
+
+
+def run_chains_batched(
+    fl: FunctionalLoss,
+    train: Dataset,
+    shards: EvalShards,
+    settings: SGLDSettings,
+    chains: list[int],
+    *,
+    start_step: int = 0,
+    start_params: list[Params] | None = None,
+    anchor: Params | None = None,
+    skip_draw: Callable[[int, int], bool] = lambda chain, draw: False,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Iterator[ChainEvent]:
+    """Advance ``chains`` together from ``start_step``; yields per-chain events.
+
+    ``skip_draw(chain, t)`` says that chain's draw t is stored already. A draw
+    point where every chain's draw is stored skips the eval pass. If one chain
+    diverges, ChainDiverged names it; the caller restarts the others.
+    """
+    device = fl.device
+    g = len(chains)
+    anchor = anchor if anchor is not None else fl.initial_params()
+    starts = start_params or [anchor] * g
+    params = _stack([{k: v.to(device) for k, v in p.items()} for p in starts])
+    centre = {k: v.to(device)[None] for k, v in anchor.items()}  # broadcasts over chains
+    total = settings.total_steps
+    grad_fn = vmap(grad_and_value(fl.mean_loss))
+    eval_fn = vmap(fl.losses, in_dims=(0, None))
+    n = len(train)
+    pending: list[torch.Tensor] = []
+    pending_start = start_step
+
+    for step in range(start_step, total):
+        batch = stack_batches([
+            fetch_batch(train, minibatch_indices(settings.seed, c, step, n, settings.batch_size))
+            for c in chains
+        ])
+        grads, loss = grad_fn(params, to_device(batch, device))
+        noise = None
+        if settings.noise:
+            noise = _stack([
+                draw_noise(_unstack(params, i), noise_generator(settings.seed, c, step, device))
+                for i, c in enumerate(chains)
+            ])
+        params = sgld_update(
+            params, grads, centre, noise, lr=settings.lr, nbeta=settings.nbeta, localization=settings.localization,
+        )
+        pending.append(loss.detach())
+        taken = step + 1
+        draw = settings.draw_at(taken)
+        keep = [draw is not None and not skip_draw(c, draw) for c in chains]
+        stop = should_stop()
+        ckpt = stop or taken == total or (
+            settings.checkpoint_every > 0 and taken % settings.checkpoint_every == 0
+        )
+        if not (any(keep) or ckpt):
+            continue
+        values = torch.stack(pending).float().cpu().numpy()  # [steps, chains]
+        for i, c in enumerate(chains):
+            bad = np.flatnonzero(~np.isfinite(values[:, i]))
+            if bad.size:
+                raise ChainDiverged(c, pending_start + int(bad[0]), "the minibatch training loss")
+        finite = torch.stack([
+            torch.isfinite(v).reshape(g, -1).all(dim=1) for v in params.values()
+        ]).all(dim=0)
+        if not bool(finite.all()):
+            raise ChainDiverged(chains[int((~finite).nonzero()[0])], taken, "a parameter")
+        losses = None
+        if any(keep):
+            with torch.inference_mode():
+                losses = torch.cat(
+                    [eval_fn(params, b).to(torch.float32) for b in shards], dim=1
+                ).cpu().numpy()
+            for i, c in enumerate(chains):
+                if keep[i] and not np.isfinite(losses[i]).all():
+                    raise ChainDiverged(c, taken, "the eval loss vector")
+        for i, c in enumerate(chains):
+            event = ChainEvent(chain=c, step=taken, train_start=pending_start,
+                               train_loss=values[:, i].copy())
+            if keep[i] and losses is not None:
+                event.draw, event.losses = draw, losses[i]
+            if ckpt:
+                event.params = _unstack(params, i)
+            yield event
+        pending, pending_start = [], taken
+        if stop:
+            return
