@@ -13,16 +13,22 @@ triangle: the tiles (i, j >= i) come from one dask product of column block i
 with the columns to its right, and are written with their transposes, so each
 tile is computed once and N x N never exists in memory.
 
+Each tile task multiplies the shared left block with one right block, scales
+it in place to the covariance and correlation tiles, and writes both and their
+transposes straight to the store; dask runs P such tasks at once, each with one
+BLAS thread so the cores are not oversubscribed.
+
 Peak memory, with P dask threads, M rows and block width B (bytes):
 
     about (P + 1) * 3 * M * B * 8  +  P * 4 * B**2 * 8
 
 (a float32 read, its float64 centred copy and the left block; a tile, its
-correlation and their transposes), independent of N.
+correlation and their transposes in transit), independent of N.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,6 +36,7 @@ from dataclasses import dataclass, field
 import dask
 import dask.array as da
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from ..store import STATUS_OK, RunStore, StoreError
@@ -103,6 +110,36 @@ def draw_matrix(store: RunStore, rows: np.ndarray, block: int) -> da.Array:
     return x.astype(np.float64)
 
 
+def _write_tile(
+    left: np.ndarray,
+    right: np.ndarray,
+    i0: int,
+    j0: int,
+    m: int,
+    inv_sd: np.ndarray,
+    out: dict,
+) -> int:
+    """Covariance and correlation of column blocks i, j (j >= i); writes them and transposes."""
+    i1, j1 = i0 + left.shape[1], j0 + right.shape[1]
+    cov = left.T @ right
+    cov /= m - 1
+    if i0 == j0:
+        cov = (cov + cov.T) / 2  # exact symmetry on the diagonal tile
+    corr = cov * inv_sd[i0:i1, None]
+    corr *= inv_sd[None, j0:j1]
+    np.clip(corr, -1.0, 1.0, out=corr)
+    if i0 == j0:
+        corr = (corr + corr.T) / 2
+    dtype = out["cov"].dtype
+    cov, corr = cov.astype(dtype, copy=False), corr.astype(dtype, copy=False)
+    out["cov"][i0:i1, j0:j1] = cov
+    out["corr"][i0:i1, j0:j1] = corr
+    if i0 != j0:
+        out["cov"][j0:j1, i0:i1] = cov.T
+        out["corr"][j0:j1, i0:i1] = corr.T
+    return cov.size
+
+
 def reduce_store(
     store: RunStore,
     *,
@@ -120,7 +157,8 @@ def reduce_store(
         raise IncompleteRunError(f"only {m} usable draws: at least 2 are needed for a covariance")
     _, _, n = store.shape
     block = min(block_size, n)
-    scheduler = {"scheduler": "threads", "num_workers": threads or None}
+    workers = threads or os.cpu_count() or 1
+    scheduler = {"scheduler": "threads", "num_workers": workers}
 
     with dask.config.set(**scheduler):
         x = draw_matrix(store, rows, block)
@@ -134,24 +172,16 @@ def reduce_store(
         starts = range(0, n, block)
         bar = tqdm(starts, desc="reduce", unit="block row", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True)
-        for i0 in bar:
-            i1 = min(i0 + block, n)
-            width = i1 - i0
-            row = (xc[:, i0:i1].T @ xc[:, i0:]) / (m - 1)  # tiles (i, j >= i)
-            corr = da.clip(row * inv_sd[i0:i1, None] * inv_sd[None, i0:], -1.0, 1.0)
-            diag, diag_corr = row[:, :width], corr[:, :width]
-            diag = (diag + diag.T) / 2
-            diag_corr = (diag_corr + diag_corr.T) / 2
-            sources = [diag, diag_corr]
-            targets = [out["cov"], out["corr"]]
-            regions = [(slice(i0, i1), slice(i0, i1))] * 2
-            if i1 < n:
-                right, right_corr = row[:, width:], corr[:, width:]
-                sources += [right, right_corr, right.T, right_corr.T]
-                targets += [out["cov"], out["corr"], out["cov"], out["corr"]]
-                regions += [(slice(i0, i1), slice(i1, n))] * 2 + [(slice(i1, n), slice(i0, i1))] * 2
-            sources = [s.astype(dtype) for s in sources]
-            da.store(sources, targets, regions=regions, lock=False)
+        # dask's threads already fill the cores: one BLAS thread each avoids oversubscription
+        with threadpool_limits(limits=1 if workers > 1 else None, user_api="blas"):
+            for i0 in bar:
+                i1 = min(i0 + block, n)
+                left = xc[:, i0:i1].to_delayed()[0, 0]
+                tiles = [
+                    dask.delayed(_write_tile)(left, right, i0, i0 + j * block, m, inv_sd, out)
+                    for j, right in enumerate(xc[:, i0:].to_delayed()[0])
+                ]
+                dask.compute(*tiles)
 
     report = ReduceReport(
         draws_used=m,

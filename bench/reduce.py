@@ -1,0 +1,103 @@
+"""Benchmark: reduce (blockwise, from the store, written to the store) against numpy.cov.
+
+Both run in fresh subprocesses on the same draws. numpy.cov gets the draws already
+in memory and returns one dense matrix; ours reads them from the Zarr store and
+writes covariance and correlation tile by tile. Reported: time, throughput
+(N^2 * M multiply-adds per second), the ratio ours/numpy, and peak RSS. Then an
+out-of-core case whose dense kernel would not fit in this machine's memory.
+
+    python bench/reduce.py [--n 8000 --m 800] [--big-n 50000 --big-m 200] [--skip-big]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import machine, run_measured, table  # noqa: E402
+
+MAKE = """
+import json, sys, numpy as np
+from losskernel_dist.store import RunStore
+path, n, m, chains = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+draws = m // chains
+rng = np.random.default_rng(0)
+store = RunStore.create(path, chains=chains, draws=draws, n=n, total_steps=draws, config={})
+scale = rng.uniform(0.1, 2.0, size=n).astype(np.float32)
+for c in range(chains):
+    store.write_draws(c, 0, rng.standard_normal((draws, n), dtype=np.float32) * scale + 1)
+    store.mark_done(c, list(range(draws)))
+RESULT = {}
+"""
+
+NUMPY = """
+import json, sys, time, numpy as np
+from losskernel_dist.store import RunStore
+store = RunStore.open(sys.argv[1])
+x = np.asarray(store.losses_array()[...]).reshape(-1, store.shape[2])
+t0 = time.perf_counter()
+k = np.cov(x, rowvar=False)
+seconds = time.perf_counter() - t0
+RESULT = {"seconds": seconds, "check": float(k[0, 1])}
+"""
+
+OURS = """
+import json, sys, time
+from losskernel_dist.store import RunStore
+from losskernel_dist.reduce.kernel import reduce_store
+store = RunStore.open(sys.argv[1], mode="r+")
+t0 = time.perf_counter()
+reduce_store(store, block_size=int(sys.argv[2]), dtype=sys.argv[3])
+seconds = time.perf_counter() - t0
+RESULT = {"seconds": seconds, "check": float(store.kernel_array("cov")[0, 1])}
+"""
+
+
+def case(root: Path, n: int, m: int, chains: int, block: int, dtype: str, with_numpy: bool):
+    path = root / f"n{n}.zarr"
+    run_measured(MAKE, str(path), str(n), str(m), str(chains))
+    rows = []
+    if with_numpy:
+        res = run_measured(NUMPY, str(path))
+        rows.append({"method": "numpy.cov (in memory)", **res})
+    res = run_measured(OURS, str(path), str(block), dtype)
+    rows.append({"method": f"losskernel reduce (B={block}, {dtype})", **res})
+    shutil.rmtree(path)
+    for r in rows:
+        r.update(n=n, m=m, gmacs=n * n * m / r["seconds"] / 1e9,
+                 peak_rss_mib=r["peak_rss"] / 2**20, dense_f64_mib=n * n * 8 / 2**20)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=8000)
+    ap.add_argument("--m", type=int, default=800)
+    ap.add_argument("--block", type=int, default=2048)
+    ap.add_argument("--big-n", type=int, default=50_000)
+    ap.add_argument("--big-m", type=int, default=200)
+    ap.add_argument("--skip-big", action="store_true")
+    ap.add_argument("--dir", default=None, help="scratch directory (needs ~2*big_n^2*4 bytes)")
+    args = ap.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="bench_reduce_", dir=args.dir))
+    try:
+        rows = case(root, args.n, args.m, 8, args.block, "float64", with_numpy=True)
+        ratio = rows[0]["seconds"] / rows[1]["seconds"]
+        if not args.skip_big:
+            rows += case(root, args.big_n, args.big_m, 8, args.block, "float32", with_numpy=False)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    cols = ["method", "n", "m", "seconds", "gmacs", "peak_rss_mib", "dense_f64_mib"]
+    print(table(rows, cols))
+    print(f"\nthroughput ratio ours / numpy.cov: {ratio:.2f} (target >= 0.7)")
+    print(json.dumps({"bench": "reduce", "ratio_vs_numpy": ratio, "rows": rows,
+                      "machine": machine()}))
+
+
+if __name__ == "__main__":
+    main()
