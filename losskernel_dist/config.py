@@ -85,9 +85,13 @@ class SamplerConfig:
 class EvalConfig:
     batch_size: int = _help("forward-pass shard size for loss vectors", 1024)
     cache: bool = _help("collate the eval shards once and keep them on the device", True)
+    autocast: str = _help("'none' or 'bf16': autocast of the loss-vector pass (GPU speed)", "none")
+    channels_last: bool = _help("channels-last memory format for convolutional models", False)
 
     def validate(self) -> None:
         _positive_int("eval.batch_size", self.batch_size)
+        if self.autocast not in ("none", "bf16"):
+            raise ConfigError(f"eval.autocast: expected none or bf16, got {self.autocast!r}")
 
 
 @dataclass
@@ -226,6 +230,95 @@ class SlurmConfig:
 
 
 @dataclass
+class GuardsConfig:
+    """Guard rails on every chain, judged against the losses at w* (see guards.py)."""
+
+    action: str = _help("what a flagged chain does: 'warn' (print, show in info and report) "
+                        "or 'error' (sample/run exit non-zero, run does not reduce)", "warn")
+    max_loss_increase: float = _help(
+        "flag a chain whose late mean train loss exceeds the loss at w* by more than this "
+        "(loss units) ...", 0.5)
+    max_loss_increase_relative: float = _help(
+        "... and by more than this times |loss at w*| (the tolerance is the larger of the two)",
+        1.0)
+    blowup_factor: float = _help(
+        "a rise above this many tolerances counts as divergence ('blew up'), not drift", 4.0)
+    late_fraction: float = _help(
+        "the late mean train loss is taken over this last fraction of a chain's steps", 0.25)
+    distance_growth: float = _help(
+        "flag a chain whose ||w - w*|| rises through the last three quarters of its draws "
+        "by more than this fraction", 0.1)
+
+    def validate(self) -> None:
+        if self.action not in ("warn", "error"):
+            raise ConfigError(f"guards.action: expected warn or error, got {self.action!r}")
+        for key in ("max_loss_increase", "max_loss_increase_relative", "distance_growth"):
+            if not getattr(self, key) >= 0:
+                raise ConfigError(f"guards.{key}: must be >= 0, got {getattr(self, key)}")
+        if not self.blowup_factor >= 1:
+            raise ConfigError(f"guards.blowup_factor: must be >= 1, got {self.blowup_factor}")
+        if not 0 < self.late_fraction <= 1:
+            raise ConfigError(f"guards.late_fraction: must be in (0, 1], got {self.late_fraction}")
+
+
+@dataclass
+class CalibrateConfig:
+    """The pilot grid of ``losskernel calibrate`` and its budget (see calibrate.py)."""
+
+    lr: list = _help("step sizes to try ([]: sampler.lr x 0.1, 1, 10)", default_factory=list)
+    localization: list = _help(
+        "localizations to try ([]: sampler.localization x 0.1, 1, 10; [0] when it is 0)",
+        default_factory=list)
+    nbeta: list = _help("nbeta values to try ([]: sampler.nbeta only)", default_factory=list)
+    chains_per_setting: int = _help(
+        "pilot chains per setting (>= 2: the split-half CKA compares two halves of them)", 4)
+    steps: int = _help("SGLD steps of every pilot chain", 200)
+    burnin_fraction: float = _help(
+        "fraction of the pilot steps before its first kept draw", 0.5)
+    draws: int = _help("kept draws per pilot chain, spread evenly over the steps after burn-in",
+                       20)
+    min_cka: float = _help(
+        "a setting is recommended only if its split-half CKA is at least this", 0.9)
+    reduce_max_n: int = _help(
+        "reduce each pilot to its N x N kernel (for 'losskernel analyze') when N <= this", 4096)
+    output: str = _help("where the pilot runs and the report go ('': OUTPUT/calibration)", "")
+
+    def validate(self) -> None:
+        for key in ("lr", "localization", "nbeta"):
+            values = getattr(self, key)
+            if not isinstance(values, list):
+                raise ConfigError(f"calibrate.{key}: expected a list of numbers, got {values!r}")
+            clean = [_check_type(f"calibrate.{key}", v, float) for v in values]
+            low_ok = (lambda v: v >= 0) if key == "localization" else (lambda v: v > 0)
+            bad = [v for v in clean if not low_ok(v)]
+            if bad:
+                bound = ">= 0" if key == "localization" else "> 0"
+                raise ConfigError(f"calibrate.{key}: values must be {bound}, got {bad[0]}")
+            setattr(self, key, clean)
+        if self.chains_per_setting < 2:
+            raise ConfigError(
+                f"calibrate.chains_per_setting: must be >= 2 (split halves), got "
+                f"{self.chains_per_setting}"
+            )
+        if not 0 <= self.burnin_fraction < 1:
+            raise ConfigError(
+                f"calibrate.burnin_fraction: must be in [0, 1), got {self.burnin_fraction}"
+            )
+        if self.draws < 8:
+            raise ConfigError(f"calibrate.draws: must be >= 8 (the drift checks need them), "
+                              f"got {self.draws}")
+        after = self.steps - round(self.steps * self.burnin_fraction)
+        if after < self.draws:
+            raise ConfigError(
+                f"calibrate.steps: {self.steps} steps leave {after} after burn-in, fewer than "
+                f"calibrate.draws={self.draws}"
+            )
+        if not 0 <= self.min_cka <= 1:
+            raise ConfigError(f"calibrate.min_cka: must be in [0, 1], got {self.min_cka}")
+        _nonneg_int("calibrate.reduce_max_n", self.reduce_max_n)
+
+
+@dataclass
 class Config:
     task: TaskConfig
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -233,6 +326,8 @@ class Config:
     reduce: ReduceConfig = field(default_factory=ReduceConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    guards: GuardsConfig = field(default_factory=GuardsConfig)
+    calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
     output: str = _help("the run directory", "runs/example")
 
     def validate(self) -> None:
@@ -242,6 +337,8 @@ class Config:
         self.reduce.validate()
         self.analysis.validate()
         self.slurm.validate()
+        self.guards.validate()
+        self.calibrate.validate()
         if not self.output:
             raise ConfigError("output: must be a non-empty path")
 
@@ -267,6 +364,7 @@ DRAW_KEYS: tuple[str, ...] = (
     "sampler.localization",
     "sampler.seed",
     "sampler.noise",
+    "eval.autocast",
 )
 
 
@@ -368,6 +466,13 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         else:
             kwargs[name] = _check_type(key, data[name], hint)
     return cls(**kwargs)
+
+
+def guards_from_dict(data: Mapping[str, Any] | None) -> GuardsConfig:
+    """The guards section of a stored config (defaults for runs made before it existed)."""
+    guards = _build(GuardsConfig, (data or {}).get("guards"), "guards")
+    guards.validate()
+    return guards
 
 
 def config_from_dict(data: Mapping[str, Any]) -> Config:

@@ -39,6 +39,7 @@ from .checkpoint import ChainState, restore, save_chain
 from .config import Config, ConfigError, differing_draw_keys, draw_keys, dump_config
 from .distributed import Placement, ProcessGroup, chains_for, placement_from_env, select_device
 from .fingerprint import batches_fingerprint, dict_fingerprint, model_fingerprint
+from .guards import ensure_reference
 from .locks import ChainLocks
 from .sampler.chain import ChainDiverged, ChainEvent, SGLDSettings, run_chain
 from .sampler.data import EvalShards
@@ -49,6 +50,7 @@ from .task import Task, load_task
 STORE_NAME = "store.zarr"
 CONFIG_NAME = "config.yaml"
 LOCKS_NAME = "locks"
+CALIBRATION_NAME = "calibration"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
 
 
@@ -130,6 +132,7 @@ class ChainWriter:
         self.store, self.chain, self.run_dir, self.ckpt_key = store, chain, run_dir, ckpt_key
         self.draws: list[int] = []
         self.losses: list[np.ndarray] = []
+        self.distances: list[float] = []
         self.train_start: int | None = None
         self.train: list[np.ndarray] = []
 
@@ -140,6 +143,7 @@ class ChainWriter:
         if event.draw is not None and event.losses is not None:
             self.draws.append(event.draw)
             self.losses.append(event.losses)
+            self.distances.append(np.nan if event.distance is None else event.distance)
         nbytes = sum(x.nbytes for x in self.losses)
         if event.params is not None or nbytes > self.MAX_BUFFER_BYTES:
             self.commit(event)
@@ -151,6 +155,8 @@ class ChainWriter:
         for first, last in _runs(self.draws):
             rows = np.stack(self.losses[first : last + 1])
             self.store.write_draws(self.chain, self.draws[first], rows)
+            self.store.write_distances(self.chain, self.draws[first],
+                                       np.asarray(self.distances[first : last + 1]))
         if event is not None and event.params is not None:
             save_chain(
                 checkpoint_dir(self.run_dir),
@@ -158,7 +164,7 @@ class ChainWriter:
             )
         if self.draws:
             self.store.mark_done(self.chain, self.draws)
-        self.draws, self.losses = [], []
+        self.draws, self.losses, self.distances = [], [], []
 
 
 def _runs(draws: list[int]) -> list[tuple[int, int]]:
@@ -198,8 +204,9 @@ def read_run_config(run_dir: Path) -> dict:
 
 def _ignorable(entry: Path) -> bool:
     """Entries a run directory may hold before its store exists (other ranks' locks, a killed
-    creation's temporary store)."""
-    return entry.name == LOCKS_NAME or entry.name.startswith(f"{STORE_NAME}.tmp")
+    creation's temporary store, the pilot runs of ``losskernel calibrate``)."""
+    return (entry.name in (LOCKS_NAME, CALIBRATION_NAME)
+            or entry.name.startswith(f"{STORE_NAME}.tmp"))
 
 
 def check_existing_run(config: Config, fingerprints: dict[str, str]) -> RunStore | None:
@@ -388,6 +395,10 @@ def _sample(
             raise RunDirError(
                 f"store has N={store.shape[2]} samples but the task has {task.n_eval}"
             )
+        if placement.is_main:  # the losses at w*, for the guard rails, before any step
+            ensure_reference(store, fl, task.train, shards, seed=config.sampler.seed,
+                             batch_size=config.sampler.batch_size,
+                             eval_batch_size=config.eval.batch_size)
         report = _run_chains(config, store, mine, fl, task, shards, fingerprints, placement,
                              progress, stop)
     if report.stopped_by is None:

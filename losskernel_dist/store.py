@@ -5,6 +5,9 @@ Layout (INTERFACE.md):
     losses        float32 (chain, draw, sample)   loss vector of every kept draw
     done          bool    (chain, draw)           true once that draw is durably written
     train_loss    float32 (chain, step)           mean minibatch loss at every SGLD step
+    distance      float32 (chain, draw)           ||w - w*|| at every kept draw
+    reference/eval_losses float32 (sample,)       eval loss vector at w*; the group's attrs
+                                                  hold the mean train loss at w* (guards.py)
     chain_status  int8    (chain,)                0 ok, 1 failed (see attrs["chain_errors"])
     labels        int64   (sample,)               eval labels, when the task has them
     attributes/*          (sample,)               per-sample attributes of the task
@@ -116,6 +119,15 @@ class RunStore:
             **codecs,
         )
         group.create_array(
+            "distance",
+            shape=(chains, draws),
+            chunks=(1, draws),
+            dtype="float32",
+            fill_value=np.nan,
+            dimension_names=("chain", "draw"),
+            **codecs,
+        )
+        group.create_array(
             "chain_status",
             shape=(chains,),
             chunks=(1,),
@@ -198,6 +210,16 @@ class RunStore:
         if len(values):
             self.group["train_loss"][chain, start_step : start_step + len(values)] = values
 
+    def write_distances(self, chain: int, first_draw: int, values: np.ndarray) -> None:
+        """||w - w*|| of consecutive draws ``first_draw ..`` of one chain.
+
+        Stores made before the ``distance`` array existed are left as they are.
+        """
+        if len(values) and "distance" in self.group:
+            self.group["distance"][chain, first_draw : first_draw + len(values)] = np.asarray(
+                values, dtype=np.float32
+            )
+
     def mark_failed(self, chain: int, message: str) -> None:
         """Flag a chain failed and record why.
 
@@ -232,6 +254,61 @@ class RunStore:
 
     def train_loss(self) -> np.ndarray:
         return np.asarray(self.group["train_loss"][...])
+
+    def distances(self) -> np.ndarray | None:
+        """(chains, draws) ||w - w*|| (NaN where not written), or None for an older store."""
+        return np.asarray(self.group["distance"][...]) if "distance" in self.group else None
+
+    # ------------------------------------------------------------------ reference at w*
+    # The losses at the trained weights, measured once before sampling, against which
+    # the guard rails judge how far the chains have drifted:
+    #
+    #   reference/eval_losses  float32 (sample,)   the eval loss vector at w*
+    #   reference attrs        train_loss (mean train loss at w*), train_samples,
+    #                          train_source (which samples), eval_loss_mean
+
+    def _fresh_group(self) -> zarr.Group:
+        return zarr.open_group(str(self.path), mode="r", zarr_format=3)
+
+    def has_reference(self) -> bool:
+        """True once the reference is completely written (by this or another process)."""
+        group = self._fresh_group()
+        return "reference" in group and "train_loss" in group["reference"].attrs
+
+    def write_reference(self, eval_losses: np.ndarray, attrs: Mapping[str, Any]) -> bool:
+        """Write the reference once; False when another process already had.
+
+        Processes of one run may race to it (ranks, array tasks), so the check and
+        the write happen under the store's flock; the attrs, written last, mark it
+        complete.
+        """
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            group = zarr.open_group(str(self.path), mode="r+", zarr_format=3)
+            if "reference" in group and "train_loss" in group["reference"].attrs:
+                return False
+            if "reference" in group:
+                del group["reference"]  # a write cut short by a kill
+            sub = group.create_group("reference")
+            values = np.asarray(eval_losses, dtype=np.float32)
+            arr = sub.create_array(
+                "eval_losses", shape=values.shape, chunks=(min(len(values), 1 << 20),),
+                dtype="float32", dimension_names=("sample",), **_codecs(),
+            )
+            arr[:] = values
+            sub.attrs.update(dict(attrs))
+            return True
+        finally:
+            os.close(fd)
+
+    def reference(self) -> dict[str, Any] | None:
+        """The reference attrs plus ``eval_losses``, or None when it was never measured."""
+        group = self._fresh_group()
+        if "reference" not in group or "train_loss" not in group["reference"].attrs:
+            return None
+        sub = group["reference"]
+        return {**dict(sub.attrs), "eval_losses": np.asarray(sub["eval_losses"][...])}
 
     def labels(self) -> np.ndarray | None:
         return np.asarray(self.group["labels"][...]) if "labels" in self.group else None

@@ -46,6 +46,14 @@ def _unstack(params: Params, i: int) -> Params:
     return {k: v[i] for k, v in params.items()}
 
 
+def _distances(params: Params, centre: Params) -> torch.Tensor:
+    """||w_c - w*|| of every chain c over all sampled parameters, float64 of shape [chains]."""
+    return torch.stack([
+        ((v.to(torch.float64) - centre[k].to(torch.float64)) ** 2).reshape(v.shape[0], -1).sum(1)
+        for k, v in params.items()
+    ]).sum(0).sqrt()
+
+
 def run_chains_batched(
     fl: FunctionalLoss,
     train: Dataset,
@@ -113,12 +121,13 @@ def run_chains_batched(
         ]).all(dim=0)
         if not bool(finite.all()):
             raise ChainDiverged(chains[int((~finite).nonzero()[0])], taken, "a parameter")
-        losses = None
+        losses = distances = None
         if any(keep):
             with torch.inference_mode():
                 losses = torch.cat(
                     [eval_fn(params, b).to(torch.float32) for b in shards], dim=1
                 ).cpu().numpy()
+                distances = _distances(params, centre).cpu().numpy()
             for i, c in enumerate(chains):
                 if keep[i] and not np.isfinite(losses[i]).all():
                     raise ChainDiverged(c, taken, "the eval loss vector")
@@ -127,6 +136,7 @@ def run_chains_batched(
                                train_loss=values[:, i].copy())
             if keep[i] and losses is not None:
                 event.draw, event.losses = draw, losses[i]
+                event.distance = float(distances[i])
             if ckpt:
                 event.params = _unstack(params, i)
             yield event

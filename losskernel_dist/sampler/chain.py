@@ -55,7 +55,9 @@ class ChainEvent:
     """What a chain hands to its caller.
 
     ``train_loss`` holds the mean minibatch loss of steps [train_start, step).
-    ``losses`` is set for a kept draw (index ``draw``); ``params`` is set when the
+    ``losses`` is set for a kept draw (index ``draw``), together with ``distance``,
+    ||w - w*|| over all sampled parameters at that draw (the guard rails watch it
+    for chains that wander off the trained solution); ``params`` is set when the
     caller should checkpoint (after ``step`` steps).
     """
 
@@ -66,6 +68,7 @@ class ChainEvent:
     draw: int | None = None
     losses: np.ndarray | None = None
     params: Params | None = None
+    distance: float | None = None
 
 
 class ChainDiverged(RuntimeError):
@@ -84,6 +87,19 @@ def loss_vector(fl: FunctionalLoss, params: Params, shards: EvalShards) -> torch
     with torch.inference_mode():
         parts = [fl.losses(params, batch).to(torch.float32) for batch in shards]
     return torch.cat(parts)
+
+
+def distance_from(params: Params, anchor: Params) -> torch.Tensor:
+    """||w - w*|| over every sampled parameter, as a 0-d float64 tensor on the device.
+
+    Returned as a tensor so that the caller decides when to synchronise with
+    the host (only at events, alongside the loss vector it copies anyway).
+    """
+    total = sum(
+        ((p.detach().to(torch.float64) - anchor[k].to(torch.float64)) ** 2).sum()
+        for k, p in params.items()
+    )
+    return torch.as_tensor(total).sqrt()
 
 
 def _all_finite(params: Params) -> bool:
@@ -167,6 +183,7 @@ def run_chain(
             if not np.isfinite(losses).all():
                 raise ChainDiverged(chain, taken, "the eval loss vector")
             event.draw, event.losses = draw, losses
+            event.distance = float(distance_from(params, anchor))
         if ckpt:
             event.params = params
         yield event
