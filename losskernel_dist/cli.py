@@ -101,6 +101,18 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .analysis.compare import compare_runs
+
+    result = compare_runs(Path(args.run_a), Path(args.run_b))
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    for key, value in result.items():
+        print(f"{key}: {value}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .distributed import placement_from_env
     from .sample import sample
@@ -182,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", help="metrics.json, figures and the HTML report")
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("compare", help="CKA and other numbers between two runs' kernels")
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("info", help="config, progress and chain health of a run")
     p.add_argument("run_dir")
