@@ -1,14 +1,25 @@
-"""What ``losskernel info`` shows: config, draws done per chain, chain health, results so far."""
+"""What ``losskernel info`` shows: config, draws done per chain, chain health, results so far.
+
+A chain is ``done`` (every draw done), ``failed`` (diverged; the store says
+why), ``running`` (a live process holds its lock: host and pid are shown),
+``interrupted`` (some progress, nobody running it: resume with ``sample`` or
+``submit``) or ``pending`` (not started). A lock whose holder is gone is
+reported as stale. When the run was submitted to SLURM, its jobs and their
+states (from sacct) are listed too.
+"""
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .sample import read_run_config, store_path
+from .checkpoint import load_chain
+from .locks import holders
+from .sample import LOCKS_NAME, checkpoint_dir, read_run_config, store_path
 from .store import STATUS_OK, RunStore
 
 
@@ -21,19 +32,32 @@ def run_info(run_dir: Path) -> dict[str, Any]:
     status = store.chain_status()
     errors = store.chain_errors()
     train = store.train_loss()
-    locks = {p.stem for p in (Path(run_dir) / "locks").glob("chain_*.lock")}
+    locks = holders(Path(run_dir) / LOCKS_NAME)
     per_chain = []
     for c in range(chains):
         row = train[c]
         seen = row[np.isfinite(row)]
-        state = "failed" if status[c] != STATUS_OK else (
-            "done" if done[c].all() else ("running" if f"chain_{c:05d}" in locks else "pending")
-        )
+        holder = locks.get(c)
+        live = holder is not None and not holder.stale()
+        if status[c] != STATUS_OK:
+            state = "failed"
+        elif done[c].all():
+            state = "done"
+        elif live:
+            state = "running"
+        elif seen.size or done[c].any():
+            state = "interrupted"
+        else:
+            state = "pending"
+        ckpt = _checkpoint_step(run_dir, c)
         per_chain.append(
             {
                 "chain": c,
                 "state": state,
                 "draws_done": int(done[c].sum()),
+                "checkpoint_step": ckpt,
+                "holder": holder.name if holder is not None else None,
+                "lock_stale": bool(holder is not None and not live),
                 "train_loss_first": float(seen[0]) if seen.size else None,
                 "train_loss_last": float(seen[-1]) if seen.size else None,
                 "steps_recorded": int(seen.size),
@@ -53,9 +77,40 @@ def run_info(run_dir: Path) -> dict[str, Any]:
         "reduce": dict(store.attrs.get("reduce", {})) or None,
         "fingerprints": dict(store.attrs.get("fingerprints", {})),
         "per_chain": per_chain,
+        "states": {k: sum(1 for c in per_chain if c["state"] == k)
+                   for k in ("done", "running", "interrupted", "pending", "failed")},
+        "slurm": _slurm(run_dir),
         "summary": (metrics or {}).get("summary"),
+        "guards": _guards(store, config),
         "config": config,
     }
+
+
+def _guards(store: RunStore, config: dict[str, Any]) -> dict[str, Any]:
+    """The guard rails' verdict on every chain (guards.py), with each flag's likely fix."""
+    from .config import guards_from_dict
+    from .guards import check_run
+
+    report = check_run(store, guards_from_dict(config))
+    return {**report.as_dict(), "lines": report.lines()}
+
+
+def _checkpoint_step(run_dir: Path, chain: int) -> int | None:
+    """SGLD steps of a chain's newest readable checkpoint (None without one)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        state = load_chain(checkpoint_dir(Path(run_dir)), chain)
+    return state.step if state is not None else None
+
+
+def _slurm(run_dir: Path) -> dict[str, Any] | None:
+    """The run's latest SLURM submission and its job states, if it was submitted."""
+    try:
+        from .submit import submission_status
+
+        return submission_status(Path(run_dir))
+    except Exception as exc:  # info must work even where submitit or sacct misbehave
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def format_info(info: dict[str, Any]) -> str:
@@ -69,14 +124,38 @@ def format_info(info: dict[str, Any]) -> str:
         f"nbeta={s['nbeta']} localization={s['localization']} seed={s['seed']}",
         f"N={info['n']}  draws done {info['draws_done']}/{info['draws_total']}  "
         f"kernel {'reduced' if info['reduced'] else 'not reduced'}",
-        "chain  state    draws  train loss first -> last",
+        "chains: " + ", ".join(f"{n} {k}" for k, n in info["states"].items() if n),
+        "chain  state        draws   ckpt step  train loss first -> last",
     ]
     for c in info["per_chain"]:
         first, last = c["train_loss_first"], c["train_loss_last"]
         trace = f"{first:.4g} -> {last:.4g}" if first is not None else "-"
-        lines.append(f"{c['chain']:>5}  {c['state']:<8} {c['draws_done']:>5}  {trace}")
+        ckpt = "-" if c["checkpoint_step"] is None else str(c["checkpoint_step"])
+        lines.append(f"{c['chain']:>5}  {c['state']:<12} {c['draws_done']:>5}  {ckpt:>10}  {trace}")
+        if c["holder"]:
+            what = "stale lock of" if c["lock_stale"] else "held by"
+            lines.append(f"       {what} {c['holder']}")
         if c["error"]:
             lines.append(f"       {c['error']}")
+    slurm = info.get("slurm")
+    if slurm and "error" in slurm:
+        lines.append(f"slurm: {slurm['error']}")
+    elif slurm:
+        lines.append(f"slurm ({slurm['cluster']}): array job {slurm['array_job_id']}, "
+                     f"submitted {slurm['submitted_at']}, logs in {slurm['folder']}")
+        for t in slurm["tasks"]:
+            lines.append(f"  task {t['job_id']:<14} chains {t['chains']}  {t.get('state') or '?'}")
+        if slurm.get("reduce_job_id"):
+            lines.append(f"  reduce {slurm['reduce_job_id']:<12} {slurm.get('reduce_state') or '?'}")
+    guards = info.get("guards")
+    if guards:
+        ref = guards["reference_train_loss"]
+        head = (f"guard rails ({guards['settings']['action']}): train loss at w* {ref:.4g}, "
+                f"drift tolerance {guards['loss_tolerance']:.3g}" if ref is not None else
+                "guard rails: no loss at w* recorded (run made before guard rails)")
+        lines.append(head + (f"; {len(guards['flagged_chains'])} chain(s) flagged"
+                             if guards["lines"] else "; no chain flagged"))
+        lines += [f"  {line}" for line in guards["lines"]]
     if info.get("summary"):
         lines.append("analysis:")
         lines += [f"  {k}: {v}" for k, v in info["summary"].items()]

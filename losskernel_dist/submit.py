@@ -228,16 +228,33 @@ def submit(config: Config) -> Submission:
     return sub
 
 
-def _first_line_of_error(job: submitit.Job) -> str:
-    """The last line of a failed job's exception (its most specific message)."""
+_TELLING_STATES = ("CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
+                   "BOOT_FAIL", "DEADLINE")
+
+
+def _failed_label(job: submitit.Job) -> str:
+    """'FAILED', with SLURM's state when it says more (sacct may still lag and say RUNNING)."""
+    state = (job.state or "").split()[0] if job.state else ""
+    return f"FAILED ({state})" if state in _TELLING_STATES else "FAILED"
+
+
+def _error_line(job: submitit.Job) -> str:
+    """The most specific line of a failed job's error: the exception line of its traceback."""
     try:
         exc = job.exception()
     except Exception as err:  # no result at all: killed, cancelled, node failure
-        return f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"
-    if exc is None:
-        return "no error recorded"
-    lines = [x for x in str(exc).strip().splitlines() if x.strip()]
-    return lines[-1] if lines else type(exc).__name__
+        text = str(err)
+    else:
+        if exc is None:
+            return "no error recorded"
+        text = str(exc)
+    lines = []
+    for line in (x.strip() for x in text.splitlines()):
+        if line.startswith("You can check full logs"):  # submitit's trailing block of log paths
+            break
+        if line and line.strip("-"):
+            lines.append(line)
+    return lines[-1] if lines else "no error recorded"
 
 
 def wait(sub: Submission, *, poll_s: float = 5.0, reduce_here: bool = False,
@@ -253,13 +270,12 @@ def wait(sub: Submission, *, poll_s: float = 5.0, reduce_here: bool = False,
         still = []
         for job, group in pending:
             if job.done():
-                state = job.state
                 try:
                     job.result()
                 except Exception:
                     sub.failures.append(
-                        f"array task {job.job_id} (chains {group}) {state}: "
-                        f"{_first_line_of_error(job)}; log {job.paths.stderr}"
+                        f"array task {job.job_id} (chains {group}) {_failed_label(job)}: "
+                        f"{_error_line(job)}; log {job.paths.stderr}"
                     )
             else:
                 still.append((job, group))
@@ -275,8 +291,8 @@ def wait(sub: Submission, *, poll_s: float = 5.0, reduce_here: bool = False,
             sub.reduce.result()
         except Exception:
             sub.failures.append(
-                f"reduce job {sub.reduce.job_id} {sub.reduce.state}: "
-                f"{_first_line_of_error(sub.reduce)}; log {sub.reduce.paths.stderr}"
+                f"reduce job {sub.reduce.job_id} {_failed_label(sub.reduce)}: "
+                f"{_error_line(sub.reduce)}; log {sub.reduce.paths.stderr}"
             )
     elif reduce_here:
         sub.reduced_here = reduce_job(str(sub.run_dir), allow_partial)
