@@ -18,7 +18,15 @@ stored, against the losses at w* measured before the first step:
   ``guards.blowup_factor`` times the drift tolerance. Counted as divergence:
   the chain has left the basin (for cross-entropy, typically to chance level).
 * **loss drift**: the late mean training loss exceeds L* by more than the
-  tolerance ``max(guards.max_loss_increase, guards.max_loss_increase_relative * |L*|)``.
+  tolerance ``max(guards.max_loss_increase, guards.max_loss_increase_relative * |L*|)``,
+  or the late mean eval loss (over the last ``late_fraction`` of the draws)
+  exceeds its value at w* by more than the same tolerance computed from it.
+  Both are needed: in directions the training data do not constrain (a
+  singular model's flat valleys) a weakly localized chain wanders freely
+  without changing its training loss, while the eval samples see the change.
+  Blowing up is judged on the training loss only: a step too large for the
+  sampler shows there, whereas an eval loss rising alone, however far, is
+  wandering (drift), whose fix is a stronger localization.
 * **distance growth**: ||w - w*|| at the kept draws keeps growing. The chain's
   draws are cut into 8 consecutive batches and paired into quarters; flagged
   when the means of the second, third and last quarter increase in that
@@ -157,7 +165,9 @@ class ChainCheck:
     steps_recorded: int
     draws_recorded: int
     late_train_loss: float | None = None
-    loss_increase: float | None = None
+    train_increase: float | None = None
+    late_eval_loss: float | None = None
+    eval_increase: float | None = None
     distance_quarters: list[float] | None = None
     distance_growth: float | None = None
     distance_noise: float | None = None
@@ -182,6 +192,7 @@ class GuardReport:
     reference_source: str | None
     loss_tolerance: float | None
     blowup_threshold: float | None
+    eval_tolerance: float | None
     settings: dict[str, Any]
     chains: list[ChainCheck]
 
@@ -205,7 +216,7 @@ class GuardReport:
 
 
 def loss_tolerance(guards: GuardsConfig, reference_loss: float) -> float:
-    """How far the late mean training loss may rise above L* before a chain is flagged."""
+    """How far a late mean loss may rise above its value at w* before a chain is flagged."""
     return max(guards.max_loss_increase, guards.max_loss_increase_relative * abs(reference_loss))
 
 
@@ -239,50 +250,66 @@ def keeps_growing(quarters: list[float], growth: float, noise: float, tolerance:
             and quarters[3] - quarters[1] > 2.0 * noise)
 
 
+def _loss_flag(what: str, late: float, reference: float, guards: GuardsConfig) -> Flag | None:
+    """The blew-up (train loss only) or loss-drift flag of a late mean loss against w*'s."""
+    tol = loss_tolerance(guards, reference)
+    rise = late - reference
+    if what == "train" and rise > guards.blowup_factor * tol:
+        return Flag("blew_up", f"late mean {what} loss {late:.4g} vs {reference:.4g} at w* "
+                    f"(+{rise:.3g} > {guards.blowup_factor:g} x tolerance {tol:.3g})",
+                    FIXES["blew_up"])
+    if rise > tol:
+        return Flag("loss_drift", f"late mean {what} loss {late:.4g} vs {reference:.4g} at w* "
+                    f"(+{rise:.3g} > tolerance {tol:.3g})", FIXES["loss_drift"])
+    return None
+
+
 def check_arrays(
     train_loss: np.ndarray,
     distances: np.ndarray | None,
+    eval_means: np.ndarray | None,
     done: np.ndarray,
     status: np.ndarray,
     errors: Mapping[str, str],
-    reference_loss: float | None,
+    reference_train: float | None,
+    reference_eval: float | None,
     guards: GuardsConfig,
 ) -> list[ChainCheck]:
-    """Per-chain checks from plain arrays (the store's, or a test's)."""
-    tol = loss_tolerance(guards, reference_loss) if reference_loss is not None else None
+    """Per-chain checks from plain arrays (the store's, or a test's); see the module doc.
+
+    ``train_loss`` is (chains, steps), ``distances`` and ``eval_means`` are
+    (chains, draws); NaN marks what was not recorded. The loss checks use the
+    train loss against ``reference_train`` and the per-draw mean eval loss
+    against ``reference_eval``.
+    """
     checks = []
     for c in range(train_loss.shape[0]):
         late, steps = late_mean(train_loss[c], guards.late_fraction)
-        mask = done[c].copy()
+        dist = np.zeros(0)
         if distances is not None:
-            mask &= np.isfinite(distances[c])
-        dist = distances[c][mask] if distances is not None else np.zeros(0)
+            dist = distances[c][done[c] & np.isfinite(distances[c])]
+        late_eval = None
+        if eval_means is not None:
+            late_eval, _ = late_mean(np.where(done[c], eval_means[c], np.nan),
+                                     guards.late_fraction)
         check = ChainCheck(chain=c, steps_recorded=steps, draws_recorded=int(dist.size),
-                           late_train_loss=late)
+                           late_train_loss=late, late_eval_loss=late_eval)
         if status[c] != STATUS_OK:
             error = errors.get(str(c), "the chain failed").removeprefix(f"chain {c} ")
             check.flags.append(Flag("diverged", error, FIXES["diverged"]))
-        if late is not None and reference_loss is not None and tol is not None \
-                and status[c] == STATUS_OK:
-            check.loss_increase = late - reference_loss
-            if check.loss_increase > guards.blowup_factor * tol:
-                check.flags.append(Flag(
-                    "blew_up",
-                    f"late mean train loss {late:.4g} vs {reference_loss:.4g} at w* "
-                    f"(+{check.loss_increase:.3g} > {guards.blowup_factor:g} x tolerance "
-                    f"{tol:.3g})",
-                    FIXES["blew_up"],
-                ))
-            elif check.loss_increase > tol:
-                check.flags.append(Flag(
-                    "loss_drift",
-                    f"late mean train loss {late:.4g} vs {reference_loss:.4g} at w* "
-                    f"(+{check.loss_increase:.3g} > tolerance {tol:.3g})",
-                    FIXES["loss_drift"],
-                ))
-        trend = distance_trend(dist)
+        else:
+            if late is not None and reference_train is not None:
+                check.train_increase = late - reference_train
+                flag = _loss_flag("train", late, reference_train, guards)
+                check.flags += [flag] if flag else []
+            if late_eval is not None and reference_eval is not None:
+                check.eval_increase = late_eval - reference_eval
+                flag = _loss_flag("eval", late_eval, reference_eval, guards)
+                if flag and not check.divergent:
+                    check.flags.append(flag)
         if dist.size:
             check.distance_last = float(dist[-1])
+        trend = distance_trend(dist)
         if trend is not None:
             check.distance_quarters, check.distance_growth, check.distance_noise = trend
             if keeps_growing(*trend, guards.distance_growth):
@@ -299,37 +326,25 @@ def check_arrays(
 
 
 def check_run(store: RunStore, guards: GuardsConfig) -> GuardReport:
-    """Check every chain of a run (cheap: reads train_loss, distance, done and status)."""
+    """Check every chain of a run; cheap: reads the per-step and per-draw summaries only."""
     ref = store.reference()
-    reference_loss = float(ref["train_loss"]) if ref is not None else None
-    distances = store.distances()
+    ref_train = float(ref["train_loss"]) if ref is not None else None
+    ref_eval = float(ref["eval_loss_mean"]) if ref is not None else None
     checks = check_arrays(
-        store.train_loss(), distances, store.done(), store.chain_status(),
-        store.chain_errors(), reference_loss, guards,
+        store.train_loss(), store.distances(), store.eval_means(), store.done(),
+        store.chain_status(), store.chain_errors(), ref_train, ref_eval, guards,
     )
-    tol = loss_tolerance(guards, reference_loss) if reference_loss is not None else None
+    tol = loss_tolerance(guards, ref_train) if ref_train is not None else None
     return GuardReport(
-        reference_train_loss=reference_loss,
-        reference_eval_loss=float(ref["eval_loss_mean"]) if ref is not None else None,
+        reference_train_loss=ref_train,
+        reference_eval_loss=ref_eval,
         reference_source=ref.get("train_source") if ref is not None else None,
         loss_tolerance=tol,
         blowup_threshold=guards.blowup_factor * tol if tol is not None else None,
+        eval_tolerance=loss_tolerance(guards, ref_eval) if ref_eval is not None else None,
         settings=asdict(guards),
         chains=checks,
     )
-
-
-def eval_loss_means(store: RunStore) -> np.ndarray:
-    """(chains, draws) mean eval loss of every draw (NaN where not done), read chain by chain."""
-    chains, draws, _ = store.shape
-    done = store.done()
-    out = np.full((chains, draws), np.nan)
-    arr = store.losses_array()
-    for c in range(chains):
-        if done[c].any():
-            rows = np.asarray(arr[c], dtype=np.float64)
-            out[c] = np.where(done[c], rows.mean(axis=1), np.nan)
-    return out
 
 
 def enforce(report: GuardReport, guards: GuardsConfig) -> list[str]:

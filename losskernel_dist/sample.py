@@ -155,8 +155,10 @@ class ChainWriter:
         for first, last in _runs(self.draws):
             rows = np.stack(self.losses[first : last + 1])
             self.store.write_draws(self.chain, self.draws[first], rows)
-            self.store.write_distances(self.chain, self.draws[first],
-                                       np.asarray(self.distances[first : last + 1]))
+            self.store.write_draw_summaries(
+                self.chain, self.draws[first], np.asarray(self.distances[first : last + 1]),
+                rows.mean(axis=1, dtype=np.float64),
+            )
         if event is not None and event.params is not None:
             save_chain(
                 checkpoint_dir(self.run_dir),

@@ -6,6 +6,7 @@ Layout (INTERFACE.md):
     done          bool    (chain, draw)           true once that draw is durably written
     train_loss    float32 (chain, step)           mean minibatch loss at every SGLD step
     distance      float32 (chain, draw)           ||w - w*|| at every kept draw
+    eval_mean     float32 (chain, draw)           mean eval loss of every kept draw
     reference/eval_losses float32 (sample,)       eval loss vector at w*; the group's attrs
                                                   hold the mean train loss at w* (guards.py)
     chain_status  int8    (chain,)                0 ok, 1 failed (see attrs["chain_errors"])
@@ -118,15 +119,16 @@ class RunStore:
             dimension_names=("chain", "step"),
             **codecs,
         )
-        group.create_array(
-            "distance",
-            shape=(chains, draws),
-            chunks=(1, draws),
-            dtype="float32",
-            fill_value=np.nan,
-            dimension_names=("chain", "draw"),
-            **codecs,
-        )
+        for name in ("distance", "eval_mean"):
+            group.create_array(
+                name,
+                shape=(chains, draws),
+                chunks=(1, draws),
+                dtype="float32",
+                fill_value=np.nan,
+                dimension_names=("chain", "draw"),
+                **codecs,
+            )
         group.create_array(
             "chain_status",
             shape=(chains,),
@@ -210,15 +212,18 @@ class RunStore:
         if len(values):
             self.group["train_loss"][chain, start_step : start_step + len(values)] = values
 
-    def write_distances(self, chain: int, first_draw: int, values: np.ndarray) -> None:
-        """||w - w*|| of consecutive draws ``first_draw ..`` of one chain.
+    def write_draw_summaries(
+        self, chain: int, first_draw: int, distance: np.ndarray, eval_mean: np.ndarray
+    ) -> None:
+        """||w - w*|| and the mean eval loss of consecutive draws ``first_draw ..`` of a chain.
 
-        Stores made before the ``distance`` array existed are left as they are.
+        Stores made before these arrays existed are left as they are.
         """
-        if len(values) and "distance" in self.group:
-            self.group["distance"][chain, first_draw : first_draw + len(values)] = np.asarray(
-                values, dtype=np.float32
-            )
+        for name, values in (("distance", distance), ("eval_mean", eval_mean)):
+            if len(values) and name in self.group:
+                self.group[name][chain, first_draw : first_draw + len(values)] = np.asarray(
+                    values, dtype=np.float32
+                )
 
     def mark_failed(self, chain: int, message: str) -> None:
         """Flag a chain failed and record why.
@@ -258,6 +263,10 @@ class RunStore:
     def distances(self) -> np.ndarray | None:
         """(chains, draws) ||w - w*|| (NaN where not written), or None for an older store."""
         return np.asarray(self.group["distance"][...]) if "distance" in self.group else None
+
+    def eval_means(self) -> np.ndarray | None:
+        """(chains, draws) mean eval loss per draw (NaN where not written), or None (older)."""
+        return np.asarray(self.group["eval_mean"][...]) if "eval_mean" in self.group else None
 
     # ------------------------------------------------------------------ reference at w*
     # The losses at the trained weights, measured once before sampling, against which
