@@ -22,13 +22,15 @@ EXIT_INTERRUPTED = 75  # a stop signal ended sampling after a clean checkpoint: 
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
+    from .calibrate import CalibrationError
+    from .guards import GuardError
     from .locks import LockedError
     from .sample import RunDirError
     from .store import StoreError
     from .submit import SubmitError
 
     return (ConfigError, TaskError, RunDirError, StoreError, LockedError, SubmitError,
-            FileNotFoundError)
+            FileNotFoundError, CalibrationError, GuardError)
 
 
 def _interrupted() -> type[BaseException]:
@@ -52,7 +54,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     report = sample(config, progress=not args.no_progress)
     _print_sample_report(report)
+    _guard_rails(config)
     return 0 if not report.failed else 3
+
+
+def _guard_rails(config) -> None:
+    """Print the guard rails' flags (main process only); GuardError when they are errors."""
+    from .distributed import placement_from_env
+    from .guards import check_run, enforce
+    from .sample import store_path
+    from .store import RunStore
+
+    if not placement_from_env().is_main:
+        return
+    store = RunStore.open(store_path(config.run_dir))
+    for line in enforce(check_run(store, config.guards), config.guards):
+        print(f"losskernel: warning: {line}", file=sys.stderr)
 
 
 def _print_sample_report(report) -> None:
@@ -122,6 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _print_sample_report(report)
     if not placement_from_env().is_main:
         return 0
+    _guard_rails(config)
     _reduce(config.run_dir, allow_partial=False, progress=not args.no_progress)
     if config.analysis.enabled:
         _analyze(config.run_dir)
@@ -146,9 +164,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     sub = submit(config)
-    print(f"submitted {len(sub.tasks)} array tasks ({sub.cluster}, job {sub.array_id}) for "
-          f"chains {sub.groups}" + (f"; reduce job {sub.reduce.job_id} (afterok)"
-                                    if sub.reduce is not None else ""))
+    what = (f"{len(sub.tasks)} array tasks ({sub.cluster}, job {sub.array_id}) for chains "
+            f"{sub.groups}" if sub.tasks else "no array tasks (every chain is done or failed)")
+    print(f"submitted {what}" + (f"; reduce job {sub.reduce.job_id}" if sub.reduce else ""))
     print(f"logs and submission record in {sub.folder}")
     if sub.cluster == "slurm" and not args.wait:
         return 0
@@ -161,6 +179,43 @@ def cmd_submit(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 4
     print(f"run {sub.run_dir} sampled" + (" and reduced" if config.slurm.reduce else ""))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import (
+        REPORT_NAME,
+        calibrate,
+        calibration_dir,
+        parse_shard,
+        write_recommended_config,
+    )
+
+    overrides = list(args.overrides)
+    for key in ("lr", "localization", "nbeta"):
+        if getattr(args, key) is not None:
+            overrides.append(f"calibrate.{key}=[{getattr(args, key)}]")
+    for key in ("chains_per_setting", "steps", "draws", "min_cka"):
+        if getattr(args, key) is not None:
+            overrides.append(f"calibrate.{key}={getattr(args, key)}")
+    config = load_config(args.config, overrides)
+    shard = parse_shard(args.shard) if args.shard else None
+    cal = calibrate(config, shard=shard, progress=not args.no_progress)
+    if cal is None:
+        print(f"pilot chains sampled into {calibration_dir(config)}; run 'losskernel calibrate' "
+              "without --shard (or wait for rank 0) for the report")
+        return 0
+    print(f"rule: {cal.rule}")
+    print(f"report: {cal.directory / REPORT_NAME}")
+    if cal.recommended is None:
+        print("losskernel: no setting passed the calibration (see the report)", file=sys.stderr)
+        return 3
+    r = cal.recommended
+    print(f"recommended: sampler.lr={r.lr:g} sampler.localization={r.localization:g} "
+          f"sampler.nbeta={r.nbeta:g}")
+    if args.write:
+        out = write_recommended_config(Path(args.config), args.overrides, cal, Path(args.write))
+        print(f"written to {out}")
     return 0
 
 
@@ -212,6 +267,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wait for the jobs and report failures (always so for slurm.cluster=local)")
     p.add_argument("--poll", type=float, default=5.0, help="seconds between job state checks")
     p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("calibrate", help="pilot chains over a grid of lr, localization "
+                       "(nbeta): diagnostics, report and a recommended setting")
+    _add_config_args(p)
+    p.add_argument("--lr", help="comma-separated step sizes (calibrate.lr)")
+    p.add_argument("--localization", help="comma-separated localizations (calibrate.localization)")
+    p.add_argument("--nbeta", help="comma-separated nbeta values (calibrate.nbeta)")
+    p.add_argument("--chains-per-setting", type=int, help="calibrate.chains_per_setting")
+    p.add_argument("--steps", type=int, help="SGLD steps per pilot chain (calibrate.steps)")
+    p.add_argument("--draws", type=int, help="kept draws per pilot chain (calibrate.draws)")
+    p.add_argument("--min-cka", type=float, help="calibrate.min_cka")
+    p.add_argument("--shard", metavar="I/K",
+                   help="run only share I of K of the pilot chains, no report (array tasks)")
+    p.add_argument("--write", metavar="PATH",
+                   help="write CONFIG with the recommended setting to PATH (may be CONFIG)")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("train-modular", help="train the modular-arithmetic transformer",
                        add_help=False)

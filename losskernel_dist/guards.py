@@ -31,9 +31,10 @@ stored, against the losses at w* measured before the first step:
   draws are cut into 8 consecutive batches and paired into quarters; flagged
   when the means of the second, third and last quarter increase in that
   order, the last exceeds the second by more than ``guards.distance_growth``
-  (relative), and by more than twice the noise of that difference (the
-  standard deviation of successive batch-mean differences over sqrt(2), which
-  a steady trend does not inflate). A chain at equilibrium holds a steady
+  (relative), and by more than ``DISTANCE_NOISE_SIGMAS`` = 3 times the noise
+  of that difference (the standard deviation of successive batch-mean
+  differences over sqrt(2), which a steady trend does not inflate): about 0.5%
+  false alarms per chain of a steady 8-parameter model, simulated. A chain at equilibrium holds a steady
   distance; one still diffusing away (weak localization) or still relaxing
   (too small a step for the burn-in) does not. The noise term matters for
   small models, whose distance fluctuates visibly (chi-distributed with d
@@ -63,7 +64,8 @@ from .store import STATUS_OK, RunStore
 
 REFERENCE_MINIBATCHES = 8
 MIN_LATE_STEPS = 4  # recorded steps a late window needs before the loss checks speak
-MIN_DISTANCE_DRAWS = 8  # draws the quarter test needs (two per quarter)
+MIN_DISTANCE_DRAWS = 8  # draws the quarter test needs (one per batch)
+DISTANCE_NOISE_SIGMAS = 3.0
 
 FIXES = {
     "diverged": "lower sampler.lr (try x0.1); if chains still diverge at a small lr, "
@@ -245,9 +247,9 @@ def distance_trend(values: np.ndarray) -> tuple[list[float], float, float] | Non
 
 def keeps_growing(quarters: list[float], growth: float, noise: float, tolerance: float) -> bool:
     """The distance test of the module doc: rising through the last three quarters, by more
-    than ``tolerance`` (relative) and more than twice its noise."""
+    than ``tolerance`` (relative) and more than ``DISTANCE_NOISE_SIGMAS`` times its noise."""
     return (quarters[1] < quarters[2] < quarters[3] and growth > tolerance
-            and quarters[3] - quarters[1] > 2.0 * noise)
+            and quarters[3] - quarters[1] > DISTANCE_NOISE_SIGMAS * noise)
 
 
 def _loss_flag(what: str, late: float, reference: float, guards: GuardsConfig) -> Flag | None:
@@ -310,7 +312,7 @@ def check_arrays(
         if dist.size:
             check.distance_last = float(dist[-1])
         trend = distance_trend(dist)
-        if trend is not None:
+        if trend is not None and status[c] == STATUS_OK:
             check.distance_quarters, check.distance_growth, check.distance_noise = trend
             if keeps_growing(*trend, guards.distance_growth):
                 q = check.distance_quarters
