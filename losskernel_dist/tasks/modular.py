@@ -43,6 +43,7 @@ OPERATIONS: tuple[str, str] = ("addition", "division")
 ADDITION, DIVISION = 0, 1
 SEQ_LEN = 3
 EVAL_POOLS = ("all", "train", "heldout")
+EVAL_STREAM = 0x6576616C  # "eval": keeps the eval draw independent of the split draw
 CHECKPOINT_FORMAT = "losskernel_dist.modular"
 CHECKPOINT_VERSION = 1
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "data" / "modular_p97.pt"
@@ -160,7 +161,7 @@ def sample_eval_indices(
             f"n_eval must be even (drawn equally from addition and division), got {n_eval}"
         )
     per_op = int(n_eval) // 2
-    generator = torch.Generator().manual_seed(int(eval_seed))
+    generator = _eval_generator(int(eval_seed))
     chosen = []
     for op, name in enumerate(OPERATIONS):
         pool = pairs.operation == op
@@ -178,6 +179,17 @@ def sample_eval_indices(
         perm = torch.randperm(len(idx), generator=generator)[:per_op]
         chosen.append(torch.sort(idx[perm]).values)
     return torch.cat(chosen)
+
+
+def _eval_generator(eval_seed: int) -> torch.Generator:
+    """Generator for the evaluation draw, on a stream of its own.
+
+    Seeding it with eval_seed directly would replay split_pairs' permutations
+    whenever eval_seed equals the split seed, and the draw would then be
+    mostly training pairs instead of a uniform sample of the pool.
+    """
+    seed = np.random.SeedSequence([eval_seed, EVAL_STREAM]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(seed))
 
 
 def _smallest_pool(pairs: ModularPairs, in_train: Tensor, eval_from: str) -> int:
@@ -336,8 +348,10 @@ def load_checkpoint(checkpoint: str | Path | None = None) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
         raise ValueError(f"cannot read modular checkpoint {path}: {exc}") from exc
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path} is not a modular-task checkpoint (not a dict)")
     missing = [k for k in ("model", "state_dict", "p", "split") if k not in ckpt]
-    if not isinstance(ckpt, dict) or missing:
+    if missing:
         raise ValueError(f"{path} is not a modular-task checkpoint (missing keys {missing})")
     ckpt["path"] = str(path)
     return ckpt

@@ -3,18 +3,21 @@
 AdamW (lr 1e-3, weight decay 1.0, betas (0.9, 0.98), 10 warm-up steps, as in
 Power et al. 2022) on minibatches of the training pairs of both operations.
 Training runs until the model fits its training set (100% accuracy on both
-operations, the paper's stopping rule) and then goes on, as the step budget
-allows, until it generalizes (held-out accuracy >= 0.99 on both operations);
-it stops at whichever comes first of that or ``steps``.
+operations, the paper's stopping rule) and on, as the step budget allows, until
+it also generalizes (held-out accuracy >= 0.99 on both operations); it then
+trains ``extra_steps`` more, the learning rate decaying linearly to a tenth, so
+that the chain start w* is settled rather than just over the line, and stops at the first check where both still hold (or at
+``steps``).
 
 The final checkpoint is written atomically (temporary file + os.replace) so a
 killed run never leaves a truncated file where ``build`` looks. With
-``save_every``, intermediate checkpoints ``<stem>_step<NNNNNN>.pt`` (including
-step 0, the initialization) are kept for studying the kernel's development over
-training. Every checkpoint is loadable by ``losskernel_dist.tasks.modular.build``.
+``save_every`` / ``save_at``, intermediate checkpoints ``<stem>_step<NNNNNN>.pt``
+are kept for studying the kernel's development over training. Every checkpoint
+is loadable by ``losskernel_dist.tasks.modular.build``.
 
 Deterministic given ``seed`` on a given machine and thread count (the seed
-fixes the split, the initialization and the minibatch order).
+fixes the split, the initialization and the minibatch order; evaluations and
+saves draw no random numbers, so they do not change the trajectory).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import argparse
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +48,12 @@ from losskernel_dist.tasks.modular import (
 DEFAULT_TRAIN_FRACTION = 0.5
 DEFAULT_STEPS = 15000
 DEFAULT_BATCH_SIZE = 512
+DEFAULT_EVAL_EVERY = 200
+DEFAULT_EXTRA_STEPS = 2000
 BETAS = (0.9, 0.98)
 WARMUP_STEPS = 10
 TARGET_HELDOUT_ACC = 0.99
+SETTLE_FINAL_LR_FACTOR = 0.1
 
 
 @torch.no_grad()
@@ -97,6 +103,21 @@ def _generalized(metrics: dict[str, float]) -> bool:
     )
 
 
+def lr_factor(step: int, generalized_step: int | None, extra_steps: int) -> float:
+    """Learning-rate multiplier for the optimizer step taken after ``step`` steps.
+
+    Linear warm-up over the first WARMUP_STEPS steps; once the model has
+    generalized, a linear decay to SETTLE_FINAL_LR_FACTOR over ``extra_steps``
+    (AdamW with weight decay 1.0 keeps oscillating at full lr, so annealing
+    lets the final weights settle instead of stopping mid-oscillation).
+    """
+    factor = min(1.0, (step + 1) / WARMUP_STEPS)
+    if generalized_step is not None:
+        progress = 1.0 if extra_steps == 0 else min(1.0, (step - generalized_step) / extra_steps)
+        factor *= 1.0 - (1.0 - SETTLE_FINAL_LR_FACTOR) * progress
+    return factor
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` with torch.save to a temporary file, then os.replace it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,25 +142,43 @@ def train_modular(
     save_every: int | None = None,
     threads: int | None = None,
     log: Callable[[str], Any] | None = print,
-    eval_every: int = 100,
+    eval_every: int = DEFAULT_EVAL_EVERY,
+    extra_steps: int = DEFAULT_EXTRA_STEPS,
+    save_at: Iterable[int] | None = None,
 ) -> dict[str, Any]:
     """Train the two-operation model and write its checkpoint to ``out``.
 
-    Returns the final metrics plus ``step`` (optimizer steps taken), ``path``,
-    ``seconds``, ``fit_step`` (first evaluated step with 100% training accuracy
-    on both operations, or None) and ``generalized_step`` (first with held-out
-    accuracy >= 0.99 as well, or None). ``threads`` sets torch's intra-op
-    thread count for the run (restored afterwards).
+    Stopping rule, checked every ``eval_every`` steps: once training accuracy is
+    100% and held-out accuracy >= 0.99 on both operations (the "generalized"
+    step), train ``extra_steps`` more with the learning rate decaying linearly
+    to a tenth, so that w* settles into its basin (the sampler starts chains
+    there and localizes around it), then stop at the first check where both
+    criteria still hold. ``steps`` caps it all.
+
+    Intermediate checkpoints ``<stem>_step<NNNNNN>.pt`` are written at every
+    multiple of ``save_every`` (step 0 included) and at each step in
+    ``save_at``. ``threads`` sets torch's intra-op thread count for the run
+    (restored afterwards).
+
+    Returns the final metrics (``train_acc_addition``, ``heldout_acc_division``,
+    ... as in the checkpoint) plus ``step`` (optimizer steps taken), ``path``,
+    ``seconds``, ``fit_step`` (first check with 100% training accuracy on both
+    operations, or None) and ``generalized_step`` (or None).
     """
     out = Path(out).expanduser()
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for name, value, low in (
+        ("steps", steps, 1),
+        ("batch_size", batch_size, 1),
+        ("eval_every", eval_every, 1),
+        ("extra_steps", extra_steps, 0),
+    ):
+        if int(value) < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
     if save_every is not None and save_every < 1:
         raise ValueError(f"save_every must be >= 1 or None, got {save_every}")
-    if eval_every < 1:
-        raise ValueError(f"eval_every must be >= 1, got {eval_every}")
+    save_steps = {int(s) for s in (save_at or ())}
+    if any(s < 0 for s in save_steps):
+        raise ValueError(f"save_at steps must be >= 0, got {sorted(save_steps)}")
     if out.suffix != ".pt":
         raise ValueError(f"out must be a .pt file, got {out}")
     say = log if log is not None else (lambda _msg: None)
@@ -149,16 +188,20 @@ def train_modular(
     try:
         return _train(
             out,
-            p,
-            train_fraction,
-            seed,
-            steps,
-            lr,
-            weight_decay,
-            batch_size,
+            {
+                "p": int(p),
+                "train_fraction": float(train_fraction),
+                "seed": int(seed),
+                "steps": int(steps),
+                "lr": float(lr),
+                "weight_decay": float(weight_decay),
+                "batch_size": int(batch_size),
+                "eval_every": int(eval_every),
+                "extra_steps": int(extra_steps),
+            },
             save_every,
+            save_steps,
             say,
-            eval_every,
         )
     finally:
         torch.set_num_threads(old_threads)
@@ -166,21 +209,16 @@ def train_modular(
 
 def _train(
     out: Path,
-    p: int,
-    train_fraction: float,
-    seed: int,
-    steps: int,
-    lr: float,
-    weight_decay: float,
-    batch_size: int,
+    cfg: dict[str, Any],
     save_every: int | None,
+    save_steps: set[int],
     say: Callable[[str], Any],
-    eval_every: int,
 ) -> dict[str, Any]:
     """The training loop behind ``train_modular`` (arguments already validated)."""
     started = time.perf_counter()
+    p, seed, steps, eval_every = cfg["p"], cfg["seed"], cfg["steps"], cfg["eval_every"]
     pairs = enumerate_pairs(p)
-    in_train = split_pairs(pairs, train_fraction, seed)
+    in_train = split_pairs(pairs, cfg["train_fraction"], seed)
     train_pairs = pairs.subset(in_train)
     tokens, targets = train_pairs.tokens, train_pairs.targets
     n_train = len(train_pairs)
@@ -188,29 +226,25 @@ def _train(
     torch.manual_seed(seed)
     model = ModularTransformer(vocab_size(p))
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=BETAS)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / WARMUP_STEPS)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"], betas=BETAS
     )
     batches = torch.Generator().manual_seed(seed + 1)
     history: dict[str, list[float]] = {}
-    training = {
+    training: dict[str, Any] = {
         "optimizer": "AdamW",
-        "lr": float(lr),
-        "weight_decay": float(weight_decay),
         "betas": list(BETAS),
         "warmup_steps": WARMUP_STEPS,
-        "batch_size": int(batch_size),
-        "max_steps": int(steps),
-        "seed": int(seed),
-        "eval_every": int(eval_every),
+        "settle_final_lr_factor": SETTLE_FINAL_LR_FACTOR,
+        "max_steps": steps,
+        **{k: v for k, v in cfg.items() if k not in ("p", "train_fraction", "steps")},
         "threads": torch.get_num_threads(),
         "torch_version": str(torch.__version__),
     }
     say(
         f"train-modular: p={p}, {n_train} training pairs of {len(pairs)} "
-        f"(fraction {train_fraction}), batch {batch_size}, lr {lr}, wd {weight_decay}, "
-        f"up to {steps} steps, seed {seed}"
+        f"(fraction {cfg['train_fraction']}), batch {cfg['batch_size']}, lr {cfg['lr']}, "
+        f"wd {cfg['weight_decay']}, up to {steps} steps, seed {seed}"
     )
 
     def payload(step: int, metrics: dict[str, float]) -> dict[str, Any]:
@@ -219,10 +253,10 @@ def _train(
             "version": CHECKPOINT_VERSION,
             "model": dict(model.hparams),
             "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
-            "p": int(p),
+            "p": p,
             "split": {
-                "seed": int(seed),
-                "train_fraction": float(train_fraction),
+                "seed": seed,
+                "train_fraction": cfg["train_fraction"],
                 "train_mask": in_train.clone(),
             },
             "training": dict(training),
@@ -239,13 +273,16 @@ def _train(
                 history.setdefault(key, []).append(value)
         return metrics
 
+    def wants_snapshot(step: int) -> bool:
+        return step in save_steps or (save_every is not None and step % save_every == 0)
+
     def snapshot(step: int, metrics: dict[str, float]) -> None:
         path = out.with_name(f"{out.stem}_step{step:06d}.pt")
         save_checkpoint(path, payload(step, metrics))
         say(f"  saved {path}")
 
     metrics = record(0)
-    if save_every is not None:
+    if wants_snapshot(0):
         snapshot(0, metrics)
     fit_step: int | None = None
     generalized_step: int | None = None
@@ -255,44 +292,53 @@ def _train(
     while step < steps:
         if cursor >= n_train:
             perm, cursor = torch.randperm(n_train, generator=batches), 0
-        idx = perm[cursor : cursor + batch_size]
-        cursor += batch_size
+        idx = perm[cursor : cursor + cfg["batch_size"]]
+        cursor += cfg["batch_size"]
+        factor = lr_factor(step, generalized_step, cfg["extra_steps"])
+        for group in optimizer.param_groups:
+            group["lr"] = cfg["lr"] * factor
         loss = F.cross_entropy(model(tokens[idx]), targets[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        scheduler.step()
         step += 1
 
         evaluated = step % eval_every == 0 or step == steps
-        saving = save_every is not None and step % save_every == 0
+        saving = wants_snapshot(step)
         if not (evaluated or saving):
             continue
         metrics = record(step)
-        if evaluated:
-            say(
-                f"step {step:6d}  train acc add {metrics['train_acc_addition']:.4f} "
-                f"div {metrics['train_acc_division']:.4f}  held-out acc add "
-                f"{metrics['heldout_acc_addition']:.4f} div {metrics['heldout_acc_division']:.4f}  "
-                f"train loss {loss.item():.3e}  ({time.perf_counter() - started:.0f}s)"
-            )
+        if saving:
+            snapshot(step, metrics)
+        if not evaluated:
+            continue
+        say(
+            f"step {step:6d}  train acc add {metrics['train_acc_addition']:.4f} "
+            f"div {metrics['train_acc_division']:.4f}  held-out acc add "
+            f"{metrics['heldout_acc_addition']:.4f} div {metrics['heldout_acc_division']:.4f}  "
+            f"train loss add {metrics['train_loss_addition']:.2e} "
+            f"div {metrics['train_loss_division']:.2e}  ({time.perf_counter() - started:.0f}s)"
+        )
+        done = _train_fitted(metrics) and _generalized(metrics)
         if fit_step is None and _train_fitted(metrics):
             fit_step = step
             say(f"  100% training accuracy on both operations at step {step}")
-        if saving and step < steps:
-            snapshot(step, metrics)
-        if _train_fitted(metrics) and _generalized(metrics):
+        if generalized_step is None and done:
             generalized_step = step
-            say(f"  held-out accuracy >= {TARGET_HELDOUT_ACC} on both operations: stopping")
+            say(
+                f"  held-out accuracy >= {TARGET_HELDOUT_ACC} on both operations at step "
+                f"{step}; settling for {cfg['extra_steps']} more steps"
+            )
+        if done and step >= generalized_step + cfg["extra_steps"]:
+            say("  criteria hold after settling: stopping")
             break
 
-    if fit_step is None:
+    if not _train_fitted(metrics):
         say(f"  warning: training accuracy below 100% after {step} steps")
     seconds = time.perf_counter() - started
-    training["steps"] = step
-    training["seconds"] = round(seconds, 1)
-    training["fit_step"] = fit_step
-    training["generalized_step"] = generalized_step
+    training.update(
+        steps=step, seconds=round(seconds, 1), fit_step=fit_step, generalized_step=generalized_step
+    )
     save_checkpoint(out, payload(step, metrics))
     say(f"saved {out} after {step} steps ({seconds:.0f}s)")
     return {
@@ -306,7 +352,7 @@ def _train(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``losskernel train-modular --out PATH [...]``."""
+    """Command line: ``losskernel train-modular --out PATH [...]``; exit 1 if not fitted."""
     parser = argparse.ArgumentParser(
         prog="losskernel train-modular",
         description="Train the modular addition + division transformer (paper Section 3).",
@@ -330,7 +376,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="also keep <stem>_stepNNNNNN.pt every this many steps (and at step 0)",
     )
-    parser.add_argument("--eval-every", type=int, default=100, help="steps between accuracy checks")
+    parser.add_argument(
+        "--save-at",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="STEP",
+        help="also keep <stem>_stepNNNNNN.pt at these steps",
+    )
+    parser.add_argument(
+        "--eval-every", type=int, default=DEFAULT_EVAL_EVERY, help="steps between accuracy checks"
+    )
+    parser.add_argument(
+        "--extra-steps",
+        type=int,
+        default=DEFAULT_EXTRA_STEPS,
+        help="steps to keep training after the model first generalizes",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     args = parser.parse_args(argv)
     try:
@@ -346,12 +408,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             save_every=args.save_every,
             threads=args.threads,
             eval_every=args.eval_every,
+            extra_steps=args.extra_steps,
+            save_at=args.save_at,
         )
     except ValueError as exc:
         parser.exit(2, f"losskernel train-modular: error: {exc}\n")
-    if result["fit_step"] is None:
-        return 1
-    return 0
+    fitted = result["train_acc_addition"] == 1.0 and result["train_acc_division"] == 1.0
+    return 0 if fitted else 1
 
 
 if __name__ == "__main__":
