@@ -21,9 +21,11 @@ its checkpoint. Because draws depend only on (seed, chain, step), the finished
 store is the same as an uninterrupted run's.
 
 Failures: a task with a diverged chain raises ``ChainsFailed``, so SLURM marks
-it FAILED and the reduce job can never start. ``submit --wait`` reports which
-task failed and why, and cancels the reduce job; without ``--wait``,
-``losskernel info`` shows the jobs' states.
+it FAILED and the reduce job can never start (with ``slurm.allow_partial`` the
+task succeeds instead and the reduce job runs with ``--allow-partial``).
+``submit --wait`` reports which task failed and why, and cancels the reduce
+job; without ``--wait``, ``losskernel info`` shows the jobs' states.
+Submitting a run again queues only the chain groups that still have work.
 
 With ``slurm.cluster: local`` the tasks run as local submitit jobs (processes
 on this machine, with the same signal and requeue handling); submitit has no
@@ -53,8 +55,10 @@ from .sample import (
     SamplingInterrupted,
     prepare_run,
     sample,
+    store_path,
     task_fingerprints,
 )
+from .store import STATUS_OK, RunStore
 
 EXIT_INTERRUPTED = 75  # also the CLI's: stopped by a signal after a clean checkpoint
 SUBMISSION_NAME = "submission.json"
@@ -108,7 +112,7 @@ class SampleChains(submitit.helpers.Checkpointable):
             if exc.signum == submitit.JobEnvironment._usr_sig():
                 _hand_on(exc.signum)  # requeues and exits; returns only if it could not
             raise SystemExit(EXIT_INTERRUPTED) from exc
-        if report.failed:
+        if report.failed and not config.slurm.allow_partial:
             detail = "; ".join(f"{msg}" for _, msg in sorted(report.failed.items()))
             raise ChainsFailed(f"chains {sorted(report.failed)} failed: {detail}")
         return {"chains": chains, "draws_written": report.draws_written,
@@ -118,8 +122,7 @@ class SampleChains(submitit.helpers.Checkpointable):
 def reduce_job(run_dir: str, allow_partial: bool) -> dict[str, Any]:
     """The reduce job: the kernel of a finished run (what ``losskernel reduce`` does)."""
     from .reduce.kernel import reduce_store
-    from .sample import read_run_config, store_path
-    from .store import RunStore
+    from .sample import read_run_config
 
     cfg = read_run_config(Path(run_dir)).get("reduce", {})
     store = RunStore.open(store_path(Path(run_dir)), mode="r+")
@@ -143,7 +146,8 @@ def prepare(config: Config) -> bool:
             f"{held[chains[0]].name}); refusing to submit a second writer"
         )
     task = load_task(config.task.target, config.task.args)
-    shards = EvalShards(task.eval, config.eval.batch_size, torch.device("cpu"), cache=True)
+    # Streamed, not cached: the login node need not hold the whole eval set.
+    shards = EvalShards(task.eval, config.eval.batch_size, torch.device("cpu"), cache=False)
     return prepare_run(config, task, task_fingerprints(task, shards))
 
 
@@ -207,22 +211,33 @@ class Submission:
         }
 
 
+def unfinished_groups(config: Config) -> list[list[int]]:
+    """The chain groups with work left: a healthy chain whose draws are not all done."""
+    store = RunStore.open(store_path(config.run_dir))
+    done, status = store.done(), store.chain_status()
+    return [g for g in chain_groups(config.sampler.chains, config.slurm.chains_per_task)
+            if any(status[c] == STATUS_OK and not done[c].all() for c in g)]
+
+
 def submit(config: Config) -> Submission:
-    """Prepare the run, queue its array (and, on SLURM, the reduce job) and record it."""
+    """Prepare the run, queue its unfinished chain groups as an array (and, on SLURM, the
+    reduce job after it) and record the submission. A resubmitted run queues only the groups
+    that still have work; with none left, only the reduce job."""
     config = config_from_dict(config.to_dict())  # a private copy
     config.output = str(config.run_dir.resolve())  # tasks may start in another directory
     prepare(config)
     folder = slurm_folder(config)
     folder.mkdir(parents=True, exist_ok=True)
-    groups = chain_groups(config.sampler.chains, config.slurm.chains_per_task)
+    groups = unfinished_groups(config)
     executor = make_executor(config, folder)
     cluster = executor.cluster
     data = config.to_dict()
-    tasks = executor.map_array(SampleChains(), [data] * len(groups), groups)
+    tasks = executor.map_array(SampleChains(), [data] * len(groups), groups) if groups else []
     sub = Submission(config.run_dir, cluster, folder, groups, list(tasks))
     if cluster == "slurm" and config.slurm.reduce:
         red = make_executor(config, folder, reduce=True)
-        red.update_parameters(slurm_dependency=f"afterok:{sub.array_id}")
+        if sub.tasks:
+            red.update_parameters(slurm_dependency=f"afterok:{sub.array_id}")
         sub.reduce = red.submit(reduce_job, str(config.run_dir), config.slurm.allow_partial)
     (folder / SUBMISSION_NAME).write_text(json.dumps(sub.record(), indent=2))
     return sub
