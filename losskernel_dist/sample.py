@@ -306,6 +306,22 @@ def prepare_run(config: Config, task: Task, fingerprints: dict[str, str]) -> boo
     return False
 
 
+def _open_created_store(run_dir: Path, wait_s: float = 60.0) -> RunStore:
+    """Open the store that rank 0 has just created (before the barrier).
+
+    On a shared file system another node may not see a new directory at once
+    (NFS caches lookups for up to a minute), so a missing store is retried.
+    """
+    end = time.monotonic() + wait_s
+    while True:
+        try:
+            return RunStore.open(store_path(run_dir), mode="r+")
+        except StoreError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(1.0)
+
+
 def _device_for(config: Config, placement: Placement) -> torch.device:
     device = select_device(config.sampler.device, placement.local_rank)
     if device.type == "cuda":
@@ -392,7 +408,7 @@ def _sample(
         if placement.is_main:
             prepare_run(config, task, fingerprints)
         group.barrier()
-        store = RunStore.open(store_path(config.run_dir), mode="r+")
+        store = _open_created_store(config.run_dir)
         if store.shape[2] != task.n_eval:
             raise RunDirError(
                 f"store has N={store.shape[2]} samples but the task has {task.n_eval}"
