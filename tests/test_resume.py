@@ -255,12 +255,13 @@ def test_submitit_local_requeue_after_usr2(tmp_path, reference):
     data = run_config(run, chains=CHAINS, target=SLOW_TARGET, slurm={"chains_per_task": 1})
     cfg = write_yaml(tmp_path / "config.yaml", data)
     proc = subprocess.Popen(losskernel_cmd("submit", str(cfg), "--poll", "0.5"), cwd=REPO,
-                            env=subprocess_env(LK_TEST_SLEEP_S="0.03"), text=True,
+                            env=subprocess_env(LK_TEST_SLEEP_S="0.05"), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_until(lambda: 0 in holders(run / "locks") and done_count(run, [0]) >= 2, 120,
                    "chain 0 running with 2 done draws", proc)
         pid = holders(run / "locks")[0].pid
+        assert done_count(run, [0]) < 12, "chain 0 finished before it could be signalled"
         os.kill(pid, signal.SIGUSR2)
         out, _ = proc.communicate(timeout=240)
     finally:
