@@ -1,16 +1,15 @@
 """Reading a reduced run in bounded memory: row blocks of an N x N kernel, column blocks of draws.
 
-Every analysis that touches an N x N quantity goes through ``iter_rows`` (a block
-of whole rows at a time, sized to a byte budget), so that nothing ever holds the
-dense kernel. Analyses of the draws themselves (convergence, R-hat) read the
-store's ``losses`` in column blocks of samples through ``DrawReader``, which
-also fixes which draws count: the done draws of healthy chains, as the
-reduction uses them.
+Every analysis that touches an N x N quantity reads it through ``DenseRows`` (a
+block of whole rows at a time, sized to a byte budget by ``rows_per_block``), so
+that nothing ever holds the dense kernel. Analyses of the draws themselves
+(convergence, R-hat) read the store's ``losses`` in column blocks of samples
+through ``DrawReader``, which also fixes which draws count: the done draws of
+healthy chains, as the reduction uses them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,17 +27,6 @@ def rows_per_block(n: int, array: Any = None, block_bytes: int = BLOCK_BYTES) ->
     if chunks and isinstance(chunks[0], int) and chunks[0] <= rows:
         rows = (rows // chunks[0]) * chunks[0]
     return int(min(rows, max(n, 1)))
-
-
-def iter_rows(
-    array: Any, block: int | None = None
-) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Yield ``(i0, i1, array[i0:i1, :])`` as float64 for an (N, N) zarr or numpy array."""
-    n = int(array.shape[0])
-    block = block or rows_per_block(n, array)
-    for i0 in range(0, n, block):
-        i1 = min(i0 + block, n)
-        yield i0, i1, np.asarray(array[i0:i1, :], dtype=np.float64)
 
 
 class DenseRows:
@@ -65,10 +53,6 @@ class StandardizedDrawRows:
     def __init__(self, z: np.ndarray) -> None:
         self.z = np.asarray(z, dtype=np.float64)
         self.n = int(self.z.shape[1])
-
-    @classmethod
-    def from_draws(cls, x: np.ndarray) -> StandardizedDrawRows:
-        return cls(standardize(x))
 
     def rows(self, i0: int, i1: int) -> np.ndarray:
         return np.clip(self.z[:, i0:i1].T @ self.z, -1.0, 1.0)
@@ -146,11 +130,3 @@ class DrawReader:
         block = self.columns(j0, j1)
         return block.reshape(-1, j1 - j0)[rows]
 
-
-def apply_in_column_blocks(
-    reader: DrawReader, n_rows: int, fn: Callable[[int, int], None]
-) -> None:
-    """Call ``fn(j0, j1)`` over consecutive sample blocks sized for ``n_rows`` draws."""
-    block = reader.column_block(n_rows)
-    for j0 in range(0, reader.n, block):
-        fn(j0, min(j0 + block, reader.n))

@@ -66,6 +66,9 @@ class Context:
     neighbours: Neighbours | None = None
     pc1_scores: np.ndarray | None = None
     grouping: Grouping | None = None
+    grouping_why: str = ""
+    flag_name: str | None = None
+    flag_why: str = ""
 
     @property
     def corr(self) -> DenseRows:
@@ -117,6 +120,7 @@ def analyze_run(run_dir: Path) -> dict:
         labels=store.labels(), label_names=store.label_names(),
         attributes=store.attributes(),
     )
+    preflight(ctx)
     ctx.metrics["run"] = run_section(ctx, reduce_info)
     timings: dict[str, float] = {}
     for step in (step_hierarchy, step_images, step_neighbours, step_groups, step_picture,
@@ -160,6 +164,19 @@ def run_section(ctx: Context, reduce_info: dict) -> dict[str, Any]:
     }
 
 
+def preflight(ctx: Context) -> None:
+    """Settle the choices the config makes (group, flag), so a bad one fails before any work."""
+    try:
+        ctx.grouping, ctx.grouping_why = resolve_group(
+            ctx.cfg.group_attribute, ctx.labels, ctx.label_names, ctx.attributes)
+        ctx.flag_name, ctx.flag_why = resolve_flag(ctx.cfg.memorization_attribute,
+                                                   ctx.attributes)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    if ctx.cfg.wordnet in ("on", "imagenet1k") and ctx.labels is None:
+        raise ConfigError(f"analysis.wordnet: {ctx.cfg.wordnet}, but the run has no labels")
+
+
 def step_hierarchy(ctx: Context) -> None:
     """Build the WordNet hierarchy of the labels when configured or detected."""
     from . import wordnet
@@ -169,8 +186,6 @@ def step_hierarchy(ctx: Context) -> None:
         ctx.skipped["wordnet"] = "analysis.wordnet is off"
         return
     if ctx.labels is None:
-        if mode in ("on", "imagenet1k"):
-            raise ConfigError(f"analysis.wordnet: {mode}, but the run has no labels")
         ctx.skipped["wordnet"] = "the run has no labels"
         return
     names = ctx.label_names
@@ -280,17 +295,12 @@ def step_groups(ctx: Context) -> None:
             "definition": "leading eigenvector of H rho H (PCA of standardised loss vectors)",
         },
     }
-    try:
-        grouping, why = resolve_group(ctx.cfg.group_attribute, ctx.labels, ctx.label_names,
-                                      ctx.attributes)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-    section["group"] = why
+    grouping = ctx.grouping
+    section["group"] = ctx.grouping_why
     ctx.metrics["groups"] = section
     if grouping is None:
-        ctx.skipped["task_auc"] = why
+        ctx.skipped["task_auc"] = ctx.grouping_why
         return
-    ctx.grouping = grouping
     section["group_source"] = grouping.source
     section["group_names"] = grouping.names
     if grouping.size == 2:
@@ -443,10 +453,7 @@ def step_convergence(ctx: Context) -> None:
 
 def step_memorization(ctx: Context) -> None:
     """AUC of K_ii for a per-sample flag such as 'mislabelled'."""
-    try:
-        name, why = resolve_flag(ctx.cfg.memorization_attribute, ctx.attributes)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+    name, why = ctx.flag_name, ctx.flag_why
     if name is None:
         ctx.skipped["memorization"] = why
         return
