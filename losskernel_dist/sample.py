@@ -331,7 +331,8 @@ def _device_for(config: Config, placement: Placement) -> torch.device:
 
 def draws_kept_by(settings: SGLDSettings, step: int) -> int:
     """How many draws a chain has kept after ``step`` SGLD steps."""
-    return int(min(settings.draws, max(0, (step - settings.burnin_steps) // settings.steps_between_draws)))
+    after_burnin = max(0, step - settings.burnin_steps)
+    return int(min(settings.draws, after_burnin // settings.steps_between_draws))
 
 
 def _covered(settings: SGLDSettings, done_row: np.ndarray, step: int) -> bool:
@@ -457,10 +458,10 @@ def _run_chains(
             report.failed[chain] = store.chain_errors().get(str(chain), "failed earlier")
             finished.add(chain)
             continue
-        state = resume_state(config.run_dir, chain, settings, done[chain], ckpt_key)
-        if state is not None and state.step >= settings.total_steps and done[chain].all():
+        if done[chain].all():  # its last commit wrote the final draw, state and flags
             finished.add(chain)
             continue
+        state = resume_state(config.run_dir, chain, settings, done[chain], ckpt_key)
         chain_done = done[chain].copy()
         writer = ChainWriter(store, chain, config.run_dir, ckpt_key)
         last_step = state.step if state else 0
