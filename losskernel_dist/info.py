@@ -95,6 +95,10 @@ def _guards(store: RunStore, config: dict[str, Any]) -> dict[str, Any]:
     return {**report.as_dict(), "lines": report.lines()}
 
 
+_FAILED_STATES = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
+                  "BOOT_FAIL", "DEADLINE"}
+
+
 def _checkpoint_step(run_dir: Path, chain: int) -> int | None:
     """SGLD steps of a chain's newest readable checkpoint (None without one)."""
     with warnings.catch_warnings():
@@ -147,6 +151,15 @@ def format_info(info: dict[str, Any]) -> str:
             lines.append(f"  task {t['job_id']:<14} chains {t['chains']}  {t.get('state') or '?'}")
         if slurm.get("reduce_job_id"):
             lines.append(f"  reduce {slurm['reduce_job_id']:<12} {slurm.get('reduce_state') or '?'}")
+        bad = [t["job_id"] for t in slurm["tasks"]
+               if (t.get("state") or "").split(" ")[0] in _FAILED_STATES]
+        if bad:
+            lines.append(f"  array tasks {bad} did not succeed: see their logs in "
+                         f"{slurm['folder']} and the chain errors above")
+            if slurm.get("reduce_state") == "PENDING":
+                lines.append(f"  the reduce job can never start: scancel {slurm['reduce_job_id']},"
+                             " fix the cause and 'losskernel submit' again (only unfinished "
+                             "chains are queued)")
     guards = info.get("guards")
     if guards:
         ref = guards["reference_train_loss"]

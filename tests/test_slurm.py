@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from losskernel_dist.config import config_from_dict
-from losskernel_dist.info import run_info
+from losskernel_dist.info import format_info, run_info
 from losskernel_dist.reduce.kernel import reduce_store
 from losskernel_dist.sample import sample, store_path
 from losskernel_dist.store import RunStore
@@ -145,6 +145,9 @@ def test_failed_array_task_is_reported_and_its_reduce_job_cancelled(tmp_path):
         subprocess.run(["scancel", record["array_job_id"], record["reduce_job_id"]], timeout=20)
     a = store_arrays(run)
     assert a["chain_status"].tolist() == [0, 1] and a["done"][0].all()
+    text = format_info(run_info(run))
+    assert f"array tasks ['{task1}'] did not succeed" in text, text
+    assert f"chain 1 diverged at step {fault}" in text
 
 
 def test_sbatch_torchrun_template_stops_requeues_and_resumes(tmp_path, reference):
