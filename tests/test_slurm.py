@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -156,7 +157,8 @@ def test_sbatch_torchrun_template_stops_requeues_and_resumes(tmp_path, reference
     run = tmp_path / "run"
     cfg = write_yaml(tmp_path / "config.yaml",
                      run_config(run, chains=CHAINS, target=SLOW_TARGET))
-    env = subprocess_env(LK_TEST_SLEEP_S="0.1", LOSSKERNEL_NPROC_PER_NODE="2")
+    env = subprocess_env(LK_TEST_SLEEP_S="0.1", LOSSKERNEL_NPROC_PER_NODE="2",
+                         PYTHON=sys.executable)
     out = tmp_path / "job-%j.out"
     job = subprocess.run(
         ["sbatch", "--parsable", "--gpus-per-node=0", "--cpus-per-task=2", "--time=10",
