@@ -123,3 +123,17 @@ def test_taxonomic_lift_random_kernel_near_one_and_planted_kernel_above_one():
     deep = max(lift["curves"])
     assert all(v["queries"] == (h.depth[labels] == deep).sum()
                for v in lift["curves"][deep].values() if v["lift"] is not None)
+
+
+@pytest.mark.skipif(not (wnmod.DEBIAN_WORDNET / "data.noun").is_file(),
+                    reason="Debian's wordnet-base is not installed")
+def test_wordnet_on_nltks_own_path_is_used_first(tmp_path, monkeypatch):
+    """An NLTK data dir laid out like nltk.download's wins over the automatic Debian copy."""
+    import nltk
+
+    data = wnmod.install_debian_wordnet(tmp_path / "nltk_data")
+    monkeypatch.setattr(nltk.data, "path", [str(data)])
+    monkeypatch.setenv(wnmod.ENV_DIR, str(tmp_path / "never-used"))
+    root = wnmod.wordnet_root(debian=tmp_path / "no-debian-here")
+    assert str(root).startswith(str(data))
+    assert not (tmp_path / "never-used").exists()
