@@ -251,9 +251,9 @@ def render(cal: Calibration, figures: Sequence[tuple[Path, str, str]], config: C
         "<h2>Recommendation</h2>",
     ]
     if rec is not None:
-        snippet = yaml.safe_dump({"sampler": {**rec.as_dict(),
-                                              "burnin_steps": f">= {budget['burnin_steps']}"}},
-                                 sort_keys=False)
+        snippet = (yaml.safe_dump({"sampler": rec.as_dict()}, sort_keys=False)
+                   + f"  burnin_steps: {budget['burnin_steps']}  # at least: the pilots' "
+                   "burn-in\n")
         parts.append(f'<p class="ok">Recommended: <b>lr {rec.lr:.3g}, localization '
                      f'{rec.localization:.3g}, nbeta {rec.nbeta:.3g}</b> '
                      "(<code>losskernel calibrate CONFIG --write PATH</code> writes it into a "
@@ -290,7 +290,7 @@ def render(cal: Calibration, figures: Sequence[tuple[Path, str, str]], config: C
         "guards.max_loss_increase and guards.max_loss_increase_relative x |loss at w*|), its "
         f"eval drift exceeds {_fmt(ref.get('eval_tolerance'))} (the same rule), or "
         "when ||w - w*|| rises through the last three quarters of its draws by more than "
-        f"{budget['guards']['distance_growth']:.0%} and more than twice its noise; it "
+        f"{budget['guards']['distance_growth']:.0%} and more than three times its noise; it "
         f"<i>diverged</i> when its loss or weights stopped being finite or its train drift "
         f"exceeded {_fmt(ref.get('blowup_threshold'))} (guards.blowup_factor tolerances). "
         "<i>|w - w*| reached</i> is the distance at the last draw, averaged over chains. "

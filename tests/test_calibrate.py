@@ -279,3 +279,26 @@ def test_torchrun_ranks_share_the_pilot_chains(tmp_path):
         b = RunStore.open(tmp_path / "two" / "run" / "calibration" / name / "store.zarr")
         assert a.losses_array()[...].tobytes() == b.losses_array()[...].tobytes()
         assert b.done().all()
+
+
+def test_array_shards_sample_disjoint_shares_then_a_plain_call_reports(tmp_path, write_config,
+                                                                        capsys):
+    data = linear_calibration_config(tmp_path / "run", steps=24, draws=8, chains_per_setting=2)
+    data["calibrate"]["lr"] = [LR_OK]
+    path = write_config(data)
+    cal_dir = tmp_path / "run" / "calibration"
+    names = [Setting(LR_OK, loc, NBETA).name for loc in (LOC_WEAK, LOC_STRONG)]
+    assert main(["calibrate", str(path), "--no-progress", "--shard", "1/2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("sampled chains [1]") == 2 and "sampled chains [0]" not in out
+    for name in names:  # share 1 of 2: chain 1 of each setting, nothing else
+        done = RunStore.open(cal_dir / name / "store.zarr").done()
+        assert done[1].all() and not done[0].any()
+    assert not (cal_dir / "calibration.json").exists()
+    assert main(["calibrate", str(path), "--no-progress", "--shard", "0/2"]) == 0
+    capsys.readouterr()
+    assert main(["calibrate", str(path), "--no-progress", "--min-cka", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "sampled chains [0, 1]: 0 draws" in out  # everything was there: nothing resampled
+    assert (cal_dir / "calibration.json").exists()
+    assert main(["calibrate", str(path), "--shard", "2/2"]) == 2
