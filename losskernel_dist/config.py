@@ -56,6 +56,7 @@ class SamplerConfig:
     checkpoint_every: int = _help("SGLD steps between chain checkpoints (0: only at the end)", 100)
     device: str = _help("'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:K'", "auto")
     threads: int = _help("torch intra-op threads per process (0: torch default)", 0)
+    chains_per_batch: int = _help("chains of a process advanced together under vmap", 1)
 
     def validate(self) -> None:
         _positive_int("sampler.chains", self.chains)
@@ -73,6 +74,7 @@ class SamplerConfig:
         _nonneg_int("sampler.seed", self.seed)
         _nonneg_int("sampler.checkpoint_every", self.checkpoint_every)
         _nonneg_int("sampler.threads", self.threads)
+        _positive_int("sampler.chains_per_batch", self.chains_per_batch)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"sampler.device: expected auto, cpu, cuda or cuda:K, got {self.device!r}")
 

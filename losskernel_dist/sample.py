@@ -41,6 +41,7 @@ from .distributed import Placement, ProcessGroup, chains_for, placement_from_env
 from .fingerprint import batches_fingerprint, dict_fingerprint, model_fingerprint
 from .guards import ensure_reference
 from .locks import ChainLocks
+from .sampler.batched import run_chains_batched
 from .sampler.chain import ChainDiverged, ChainEvent, SGLDSettings, run_chain
 from .sampler.data import EvalShards
 from .sampler.functional import FunctionalLoss
@@ -394,8 +395,10 @@ def _sample(
     stop: StopSignals,
 ) -> SampleReport:
     task = load_task(config.task.target, config.task.args)
-    fl = FunctionalLoss(task, device)
-    shards = EvalShards(task.eval, config.eval.batch_size, device, cache=config.eval.cache)
+    fl = FunctionalLoss(task, device, eval_autocast=config.eval.autocast,
+                        channels_last=config.eval.channels_last)
+    shards = EvalShards(task.eval, config.eval.batch_size, device, cache=config.eval.cache,
+                        channels_last=config.eval.channels_last)
     fingerprints = task_fingerprints(task, shards)
     mine = chains if chains is not None else chains_for(
         placement.rank, placement.world_size, config.sampler.chains
@@ -451,44 +454,86 @@ def _run_chains(
     )
     start_time = time.perf_counter()
     finished: set[int] = set()
+    pending: list[int] = []
     for chain in mine:
-        if stop.requested:
-            break
         if status[chain] != 0:
             report.failed[chain] = store.chain_errors().get(str(chain), "failed earlier")
             finished.add(chain)
-            continue
-        if done[chain].all():  # its last commit wrote the final draw, state and flags
+        elif done[chain].all():  # its last commit wrote the final draw, state and flags
             finished.add(chain)
-            continue
-        state = resume_state(config.run_dir, chain, settings, done[chain], ckpt_key)
-        chain_done = done[chain].copy()
-        writer = ChainWriter(store, chain, config.run_dir, ckpt_key)
-        last_step = state.step if state else 0
+        else:
+            pending.append(chain)
+    states = {c: resume_state(config.run_dir, c, settings, done[c], ckpt_key) for c in pending}
+    rows = {c: done[c].copy() for c in pending}
+
+    def commit(event: ChainEvent, writers: dict[int, ChainWriter]) -> None:
+        writers[event.chain].add(event)
+        if event.draw is not None:
+            rows[event.chain][event.draw] = True
+            report.draws_written += 1
+            bar.update(1)
+        if event.step >= settings.total_steps:
+            finished.add(event.chain)
+
+    def fail(exc: ChainDiverged) -> None:
+        store.mark_failed(exc.chain, str(exc))
+        report.failed[exc.chain] = str(exc)
+        finished.add(exc.chain)
+        print(f"losskernel: {exc}", file=sys.stderr)
+
+    for group in batch_groups(pending, states, config.sampler.chains_per_batch):
+        if stop.requested:
+            break
+        writers = {c: ChainWriter(store, c, config.run_dir, ckpt_key) for c in group}
+        start = states[group[0]].step if states[group[0]] else 0
         try:
-            for event in run_chain(
-                fl, task.train, shards, settings, chain,
-                start_step=state.step if state else 0,
-                start_params=state.params if state else None,
-                anchor=anchor,
-                skip_draw=lambda t, row=chain_done: bool(row[t]),
-                should_stop=lambda: stop.requested,
-            ):
-                writer.add(event)
-                if event.draw is not None:
-                    chain_done[event.draw] = True
-                    report.draws_written += 1
-                    bar.update(1)
-                last_step = event.step
-            writer.commit()
-            if last_step >= settings.total_steps:
-                finished.add(chain)
+            if len(group) == 1:
+                chain = group[0]
+                events = run_chain(
+                    fl, task.train, shards, settings, chain,
+                    start_step=start,
+                    start_params=states[chain].params if states[chain] else None,
+                    anchor=anchor,
+                    skip_draw=lambda t, row=rows[chain]: bool(row[t]),
+                    should_stop=lambda: stop.requested,
+                )
+            else:
+                events = run_chains_batched(
+                    fl, task.train, shards, settings, group,
+                    start_step=start,
+                    start_params=[states[c].params if states[c] else anchor for c in group],
+                    anchor=anchor,
+                    skip_draw=lambda c, t: bool(rows[c][t]),
+                    should_stop=lambda: stop.requested,
+                )
+            for event in events:
+                commit(event, writers)
+            for writer in writers.values():
+                writer.commit()
         except ChainDiverged as exc:
-            writer.commit()  # draws before the fault are sound: keep them
-            store.mark_failed(chain, str(exc))
-            report.failed[chain] = str(exc)
-            finished.add(chain)
-            print(f"losskernel: {exc}", file=sys.stderr)
+            for writer in writers.values():
+                writer.commit()  # draws before the fault are sound: keep them
+            fail(exc)
+            # the group's other chains go on alone, from their own last commit
+            for chain in group:
+                if chain in finished or stop.requested:
+                    continue
+                state = resume_state(config.run_dir, chain, settings, rows[chain], ckpt_key)
+                writer = ChainWriter(store, chain, config.run_dir, ckpt_key)
+                try:
+                    for event in run_chain(
+                        fl, task.train, shards, settings, chain,
+                        start_step=state.step if state else 0,
+                        start_params=state.params if state else None,
+                        anchor=anchor,
+                        skip_draw=lambda t, row=rows[chain]: bool(row[t]),
+                        should_stop=lambda: stop.requested,
+                    ):
+                        commit(event, {chain: writer})
+                    writer.commit()
+                except ChainDiverged as again:
+                    writer.commit()
+                    fail(again)
     bar.close()
     report.seconds = time.perf_counter() - start_time
     if stop.requested:
@@ -496,6 +541,25 @@ def _run_chains(
         if report.unfinished:
             report.stopped_by = stop.signum
     return report
+
+
+def batch_groups(
+    chains: list[int], states: dict[int, ChainState | None], size: int
+) -> list[list[int]]:
+    """Chains that can advance together: same resume step, at most ``size`` per group.
+
+    Groups keep the order of ``chains`` (by their first member), so chains finish
+    in the same order whatever the batching.
+    """
+    by_step: dict[int, list[int]] = {}  # insertion order = first appearance
+    for chain in chains:
+        by_step.setdefault(states[chain].step if states[chain] else 0, []).append(chain)
+    groups = [
+        members[i : i + size]
+        for members in by_step.values()
+        for i in range(0, len(members), max(1, size))
+    ]
+    return sorted(groups, key=lambda g: chains.index(g[0]))
 
 
 def is_complete(store: RunStore) -> bool:

@@ -81,7 +81,7 @@ def run_chains_batched(
     centre = {k: v.to(device)[None] for k, v in anchor.items()}  # broadcasts over chains
     total = settings.total_steps
     grad_fn = vmap(grad_and_value(fl.mean_loss))
-    eval_fn = vmap(fl.losses, in_dims=(0, None))
+    eval_fn = vmap(fl.eval_losses, in_dims=(0, None))
     n = len(train)
     pending: list[torch.Tensor] = []
     pending_start = start_step
@@ -125,7 +125,7 @@ def run_chains_batched(
         if any(keep):
             with torch.inference_mode():
                 losses = torch.cat(
-                    [eval_fn(params, b).to(torch.float32) for b in shards], dim=1
+                    [eval_fn(params, b) for b in shards], dim=1
                 ).cpu().numpy()
                 distances = _distances(params, centre).cpu().numpy()
             for i, c in enumerate(chains):

@@ -85,7 +85,7 @@ class ChainDiverged(RuntimeError):
 def loss_vector(fl: FunctionalLoss, params: Params, shards: EvalShards) -> torch.Tensor:
     """Per-sample losses of all N eval samples at ``params``, as float32 on the device."""
     with torch.inference_mode():
-        parts = [fl.losses(params, batch).to(torch.float32) for batch in shards]
+        parts = [fl.eval_losses(params, batch) for batch in shards]
     return torch.cat(parts)
 
 

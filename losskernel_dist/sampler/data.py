@@ -74,11 +74,30 @@ def minibatches(
         yield to_device(batch, device)
 
 
+def _channels_last(batch: Any) -> Any:
+    """Image tensors (4-D) in channels-last memory order, the fast layout for convolutions."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(memory_format=torch.channels_last) if batch.ndim == 4 else batch
+    if isinstance(batch, dict):
+        return {k: _channels_last(v) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_channels_last(v) for v in batch)
+    return batch
+
+
 class EvalShards:
     """The N eval samples as shards of ``batch_size``, optionally collated once and kept."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, device: torch.device, cache: bool) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        device: torch.device,
+        cache: bool,
+        channels_last: bool = False,
+    ) -> None:
         self.dataset = dataset
+        self.channels_last = channels_last
         self.batch_size = batch_size
         self.device = device
         self.n = len(dataset)
@@ -89,7 +108,8 @@ class EvalShards:
     def _load(self) -> Iterator[Any]:
         for start in range(0, self.n, self.batch_size):
             idx = np.arange(start, min(start + self.batch_size, self.n))
-            yield to_device(fetch_batch(self.dataset, idx), self.device)
+            batch = to_device(fetch_batch(self.dataset, idx), self.device)
+            yield _channels_last(batch) if self.channels_last else batch
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._cached) if self._cached is not None else self._load()

@@ -33,9 +33,21 @@ class _LossModule(torch.nn.Module):
 class FunctionalLoss:
     """Per-sample losses and mean-loss gradients of a Task's model at given parameters."""
 
-    def __init__(self, task: Task, device: torch.device) -> None:
+    def __init__(
+        self,
+        task: Task,
+        device: torch.device,
+        *,
+        eval_autocast: str = "none",
+        channels_last: bool = False,
+    ) -> None:
         model = task.model.to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
         model.eval()
+        if eval_autocast not in ("none", "bf16"):
+            raise ValueError(f"eval autocast must be 'none' or 'bf16', got {eval_autocast!r}")
+        self.eval_autocast = eval_autocast
         self.module = _LossModule(model, task.loss)
         self.device = device
         # Parameters the user froze (requires_grad=False) are held fixed like buffers.
@@ -58,6 +70,13 @@ class FunctionalLoss:
                 f"Task.loss must return per-sample losses of shape [B], got shape {tuple(out.shape)}"
             )
         return out
+
+    def eval_losses(self, params: Mapping[str, torch.Tensor], batch: Any) -> torch.Tensor:
+        """Per-sample losses for the loss vector: optionally under bf16 autocast, as float32."""
+        if self.eval_autocast == "bf16":
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+                return self.losses(params, batch).float()
+        return self.losses(params, batch).float()
 
     def mean_loss(self, params: Mapping[str, torch.Tensor], batch: Any) -> torch.Tensor:
         return self.losses(params, batch).mean()

@@ -1,0 +1,159 @@
+"""Benchmark: draws per second of ``losskernel sample`` against a minimal plain-PyTorch loop.
+
+The baseline does exactly the same work per chain: a keyed-size minibatch
+forward/backward, Gaussian noise, the SGLD update in place, and at each kept
+draw a forward pass over the N eval samples into a preallocated array. It has
+no store, no checkpoints, no counter-based keys: the floor for our overheads.
+Each variant runs in a fresh process; threads are pinned so the comparison is
+like for like.
+
+Variants: baseline (1 process, T threads); ours, one chain at a time (same);
+ours with chains batched under vmap (same); ours as R torchrun ranks with
+T/R threads each.
+
+    python bench/sampling.py [--n-eval 1000 --chains 4 --draws 20 --threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import machine, run_measured, table  # noqa: E402
+
+BASELINE = """
+import json, math, sys, time, torch, numpy as np
+cfg = json.loads(sys.argv[1])
+torch.set_num_threads(cfg["threads"])
+from losskernel_dist.task import load_task
+s = cfg["sampler"]
+task = load_task(cfg["target"], cfg["args"])
+model = task.model.eval()
+params = [p for p in model.parameters() if p.requires_grad]
+anchor = [p.detach().clone() for p in params]
+train = task.train.tensors
+ev = task.eval.tensors
+n, N, b = len(train[0]), len(ev[0]), s["batch_size"]
+shards = [[t[i:i + cfg["eval_batch"]] for t in ev] for i in range(0, N, cfg["eval_batch"])]
+lr, nbeta, loc = s["lr"], s["nbeta"], s["localization"]
+total = s["burnin_steps"] + s["draws"] * s["steps_between_draws"]
+out = np.empty((s["chains"], s["draws"], N), np.float32)
+gen = torch.Generator().manual_seed(0)
+t0 = time.perf_counter()
+for c in range(s["chains"]):
+    with torch.no_grad():
+        for p, a in zip(params, anchor):
+            p.copy_(a)
+    for step in range(total):
+        idx = torch.randperm(n, generator=gen)[:b]
+        loss = task.loss(model, [t[idx] for t in train]).mean()
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            for p, g, a in zip(params, grads, anchor):
+                p.add_(-(lr / 2) * (nbeta * g + loc * (p - a))
+                       + math.sqrt(lr) * torch.randn(p.shape, generator=gen))
+        after = step + 1 - s["burnin_steps"]
+        if after > 0 and after % s["steps_between_draws"] == 0:
+            with torch.inference_mode():
+                vec = torch.cat([task.loss(model, sh) for sh in shards])
+            out[c, after // s["steps_between_draws"] - 1] = vec.numpy()
+seconds = time.perf_counter() - t0
+RESULT = {"seconds": seconds, "draws": int(out.shape[0] * out.shape[1])}
+"""
+
+OURS = """
+import json, sys, time, torch
+from losskernel_dist.config import load_config
+from losskernel_dist.sample import sample
+config = load_config(sys.argv[1], sys.argv[2:])
+report = sample(config, progress=False)
+RESULT = {"seconds": report.seconds, "draws": report.draws_written}
+"""
+
+
+def ours_ranks(config_path: Path, ranks: int, threads: int) -> dict:
+    """Ours under torchrun with ``ranks`` processes; wall time of the sampling part."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    code = OURS.replace("RESULT = {", "print(json.dumps({'rank_seconds': report.seconds}))\nRESULT = {")
+    script = config_path.parent / "ours_rank.py"
+    script.write_text(code + "\nprint(json.dumps(RESULT))\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone",
+         f"--nproc_per_node={ranks}", str(script), str(config_path),
+         f"sampler.threads={threads}"],
+        capture_output=True, text=True, env=env,
+    )
+    if out.returncode:
+        raise RuntimeError(out.stderr[-3000:])
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith('{"seconds"')]
+    return {"seconds": max(r["seconds"] for r in rows), "draws": sum(r["draws"] for r in rows),
+            "peak_rss": None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--target", default="losskernel_dist.tasks.modular:build")
+    ap.add_argument("--n-eval", type=int, default=1000)
+    ap.add_argument("--chains", type=int, default=4)
+    ap.add_argument("--draws", type=int, default=20)
+    ap.add_argument("--burnin", type=int, default=10)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch-chains", type=int, default=0, help="chains per vmap batch (0: all)")
+    args = ap.parse_args()
+    sampler = {"chains": args.chains, "draws": args.draws, "burnin_steps": args.burnin,
+               "steps_between_draws": 1, "batch_size": args.batch_size, "lr": 1e-6,
+               "nbeta": 500.0, "localization": 30000.0, "checkpoint_every": 50, "seed": 0,
+               "threads": args.threads, "device": "cpu"}
+    task_args = {"n_eval": args.n_eval}
+    root = Path(tempfile.mkdtemp(prefix="bench_sampling_"))
+    rows = []
+    try:
+        base = run_measured(BASELINE, json.dumps({
+            "target": args.target, "args": task_args, "sampler": sampler,
+            "threads": args.threads, "eval_batch": args.n_eval}))
+        rows.append({"variant": f"plain PyTorch loop ({args.threads} threads)", **base})
+
+        def config(name: str, **extra) -> Path:
+            data = {"task": {"target": args.target, "args": task_args},
+                    "sampler": {**sampler, **extra}, "eval": {"batch_size": args.n_eval},
+                    "analysis": {"enabled": False}, "output": str(root / name)}
+            path = root / f"{name}.yaml"
+            path.write_text(yaml.safe_dump(data))
+            return path
+
+        res = run_measured(OURS, str(config("single")))
+        rows.append({"variant": f"losskernel sample, chain by chain ({args.threads} threads)",
+                     **res})
+        batch = args.batch_chains or args.chains
+        try:
+            res = run_measured(OURS, str(config("batched", chains_per_batch=batch)))
+            rows.append({"variant": f"losskernel sample, {batch} chains batched (vmap)", **res})
+        except RuntimeError as exc:
+            rows.append({"variant": f"batched chains unavailable: {str(exc).splitlines()[-1]}"})
+        for ranks in (2,):
+            res = ours_ranks(config(f"ranks{ranks}"), ranks, max(1, args.threads // ranks))
+            rows.append({"variant": f"losskernel sample, torchrun {ranks} ranks x "
+                         f"{max(1, args.threads // ranks)} thread", **res})
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    for r in rows:
+        if "seconds" in r:
+            r["draws_per_s"] = r["draws"] / r["seconds"]
+            r["vs_baseline"] = r["draws_per_s"] / rows[0]["draws_per_s"]
+    print(table(rows, ["variant", "draws", "seconds", "draws_per_s", "vs_baseline"]))
+    print(json.dumps({"bench": "sampling", "n_eval": args.n_eval, "chains": args.chains,
+                      "draws": args.draws, "rows": rows, "machine": machine()}))
+
+
+if __name__ == "__main__":
+    main()
