@@ -104,6 +104,10 @@ def test_rhat_flags_a_chain_stuck_elsewhere(tmp_path):
     summary = summarise_rhat_ess(result, worst=3)
     assert {w["sample"] for w in summary["worst_rhat_samples"]} == {0, 1, 2}
     assert summary["samples_with_rhat"] == 11 and summary["chains"] == 4
+    subset = rhat_ess(DrawReader.for_store(store), max_samples=5, seed=1)
+    assert subset["subsampled"] and len(subset["samples"]) == 5
+    np.testing.assert_allclose(subset["rhat"], result["rhat"][subset["samples"]], rtol=1e-12)
+    assert summarise_rhat_ess(subset)["samples_evaluated"] == 5
 
 
 def test_rhat_needs_two_complete_chains(tmp_path):

@@ -29,6 +29,8 @@ import numpy as np
 from .cka import double_centred_sq_norm
 from .kernelio import DrawReader
 
+RHAT_MAX_SAMPLES = 5000  # above this many samples, R-hat/ESS are evaluated on a random subset
+
 
 def draw_gram(reader: DrawReader, rows: np.ndarray, centre: np.ndarray) -> np.ndarray:
     """G = W W^T for W = (X[rows] - centre) H, accumulated over sample blocks (M x M)."""
@@ -105,8 +107,14 @@ def _at_fraction(grid: list[int], values: list[float], fraction: float) -> float
     return values[i]
 
 
-def rhat_ess(reader: DrawReader) -> dict[str, Any]:
-    """Split R-hat and bulk/tail ESS of each sample's loss over complete chains (ArviZ)."""
+def rhat_ess(reader: DrawReader, max_samples: int = RHAT_MAX_SAMPLES,
+             seed: int = 0) -> dict[str, Any]:
+    """Split R-hat and bulk/tail ESS of each sample's loss over complete chains (ArviZ).
+
+    ArviZ evaluates the diagnostics one sample at a time (milliseconds each),
+    so above ``max_samples`` samples a seeded uniform subset of that many is
+    evaluated; ``samples`` lists which, and the summary says so.
+    """
     import arviz as az
 
     chains = reader.complete_chains()
@@ -117,26 +125,35 @@ def rhat_ess(reader: DrawReader) -> dict[str, Any]:
             "reason": f"R-hat needs at least 2 complete chains, the run has {len(chains)}",
             "chains": len(chains),
         }
+    if n > max_samples:
+        samples = np.sort(np.random.default_rng(seed).choice(n, max_samples, replace=False))
+    else:
+        samples = np.arange(n)
     t = reader.draws_per_chain
-    rhat = np.empty(n)
-    ess_bulk = np.empty(n)
-    ess_tail = np.empty(n)
-    block = reader.column_block(len(chains) * t * 4)
+    rhat = np.empty(len(samples))
+    ess_bulk = np.empty(len(samples))
+    ess_tail = np.empty(len(samples))
+    block = reader.column_block(reader.chains * t * 4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for j0 in range(0, n, block):
             j1 = min(j0 + block, n)
-            x = reader.columns(j0, j1)[chains]
+            lo, hi = np.searchsorted(samples, [j0, j1])
+            if lo == hi:
+                continue
+            x = reader.columns(j0, j1)[chains][:, :, samples[lo:hi] - j0]
             ds = az.convert_to_dataset({"loss": x})
-            rhat[j0:j1] = az.rhat(ds)["loss"].values
-            ess_bulk[j0:j1] = az.ess(ds, method="bulk")["loss"].values
-            ess_tail[j0:j1] = az.ess(ds, method="tail")["loss"].values
+            rhat[lo:hi] = az.rhat(ds)["loss"].values
+            ess_bulk[lo:hi] = az.ess(ds, method="bulk")["loss"].values
+            ess_tail[lo:hi] = az.ess(ds, method="tail")["loss"].values
     return {
         "available": True,
         "method": "ArviZ rank-normalised split R-hat; bulk and tail ESS",
         "chains": len(chains),
         "draws_per_chain": t,
         "draws": len(chains) * t,
+        "samples": samples,
+        "subsampled": bool(len(samples) < n),
         "rhat": rhat,
         "ess_bulk": ess_bulk,
         "ess_tail": ess_tail,
@@ -148,6 +165,7 @@ def summarise_rhat_ess(result: dict[str, Any], worst: int = 5) -> dict[str, Any]
     if not result.get("available"):
         return {k: v for k, v in result.items()}
     rhat, bulk, tail = result["rhat"], result["ess_bulk"], result["ess_tail"]
+    ids = result["samples"]
     finite = np.isfinite(rhat)
     order = np.argsort(np.where(finite, -rhat, np.inf), kind="stable")[:worst]
     low_ess = np.argsort(np.where(np.isfinite(bulk), bulk, np.inf), kind="stable")[:worst]
@@ -156,6 +174,8 @@ def summarise_rhat_ess(result: dict[str, Any], worst: int = 5) -> dict[str, Any]
         "method": result["method"],
         "chains": result["chains"],
         "draws": result["draws"],
+        "samples_evaluated": int(len(ids)),
+        "subsampled": result["subsampled"],
         "samples_with_rhat": int(finite.sum()),
         "rhat_median": _nanstat(np.nanmedian, rhat),
         "rhat_max": _nanstat(np.nanmax, rhat),
@@ -166,14 +186,16 @@ def summarise_rhat_ess(result: dict[str, Any], worst: int = 5) -> dict[str, Any]
         "ess_tail_median": _nanstat(np.nanmedian, tail),
         "ess_tail_min": _nanstat(np.nanmin, tail),
         "worst_rhat_samples": [
-            {"sample": int(j), "rhat": float(rhat[j]), "ess_bulk": float(bulk[j])}
+            {"sample": int(ids[j]), "rhat": float(rhat[j]), "ess_bulk": float(bulk[j])}
             for j in order if finite[j]
         ],
         "lowest_ess_samples": [
-            {"sample": int(j), "ess_bulk": float(bulk[j]), "rhat": float(rhat[j])}
+            {"sample": int(ids[j]), "ess_bulk": float(bulk[j]), "rhat": float(rhat[j])}
             for j in low_ess if np.isfinite(bulk[j])
         ],
-        "note": "samples with constant loss (zero variance) have no R-hat and are left out",
+        "note": "samples with constant loss (zero variance) have no R-hat and are left out"
+        + (f"; evaluated on a seeded random subset of {len(ids)} samples" if result["subsampled"]
+           else ""),
     }
 
 

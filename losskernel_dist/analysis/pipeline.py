@@ -429,14 +429,17 @@ def step_convergence(ctx: Context) -> None:
                    "near 1 means more draws would barely change the kernel.", "convergence")
     else:
         ctx.skipped["cka_over_draws"] = curve.get("reason", "")
-    mix = rhat_ess(reader)
+    mix = rhat_ess(reader, seed=ctx.cfg.seed)
     section["rhat_ess"] = summarise_rhat_ess(mix)
     if mix.get("available"):
         path = plots.rhat_ess(mix["rhat"], mix["ess_bulk"], mix["draws"], ctx.out / "rhat_ess.png")
         ctx.figure(path, "Mixing across chains",
                    f"Per-sample split R-hat and bulk effective sample size of the loss over "
-                   f"{mix['chains']} chains x {mix['draws_per_chain']} draws (ArviZ). R-hat near 1 "
-                   "means the chains agree on that sample's loss distribution.", "convergence")
+                   f"{mix['chains']} chains x {mix['draws_per_chain']} draws (ArviZ)"
+                   + (f", for a random subset of {len(mix['samples'])} samples"
+                      if mix["subsampled"] else "")
+                   + ". R-hat near 1 means the chains agree on that sample's loss distribution.",
+                   "convergence")
     else:
         ctx.skipped["rhat_ess"] = mix.get("reason", "")
     burnin = int(ctx.run_config.get("sampler", {}).get("burnin_steps", 0))
