@@ -61,7 +61,7 @@ def _decorate(fig: Any, ax: Any, spec: dict, colour_title: str) -> None:
         handles = [matplotlib.lines.Line2D([], [], marker="o", ls="", color=c, label=name)
                    for name, c in spec["legend"]]
         ax.legend(handles=handles, title=colour_title, fontsize=7, title_fontsize=8,
-                  loc="best", markerscale=1.2, framealpha=0.8)
+                  loc="upper right", markerscale=1.2, framealpha=0.8)
     if spec["colorbar"] is not None:
         fig.colorbar(spec["colorbar"], ax=ax, shrink=0.8, label=colour_title)
 
@@ -153,7 +153,7 @@ def pc1_histogram(scores: np.ndarray, codes: np.ndarray, names: Sequence[str], a
     ax.set_xlabel("projection on the first principal component of standardised loss vectors")
     ax.set_ylabel("samples")
     ax.set_title("task separation" + (f": ROC-AUC {auc:.3f}" if auc is not None else ""), fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper right")
     return _save(fig, path)
 
 
@@ -174,7 +174,7 @@ def pair_histograms(dist: Mapping[str, Mapping[str, Any]], path: Path, what: str
     ax.set_xlabel(what)
     ax.set_ylabel("density (log scale)")
     ax.set_title("kernel values by pair type", fontsize=10)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper right")
     return _save(fig, path)
 
 
@@ -204,7 +204,7 @@ def train_loss_traces(train_loss: np.ndarray, burnin: int, path: Path) -> Path:
     ax.set_ylabel("minibatch training loss")
     ax.set_title(f"chain health: training loss of {train_loss.shape[0]} chains", fontsize=10)
     if train_loss.shape[0] <= 12:
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, ncol=2, loc="upper right")
     return _save(fig, path)
 
 
@@ -218,12 +218,12 @@ def rhat_ess(rhat: np.ndarray, ess_bulk: np.ndarray, draws: int, path: Path) -> 
     axes[0].axvline(1.01, color="k", ls="--", lw=0.8, label="1.01")
     axes[0].set_xlabel("split R-hat of the per-sample loss")
     axes[0].set_ylabel("samples")
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=8, loc="upper right")
     if e.size:
         axes[1].hist(e, bins=50)
     axes[1].axvline(draws, color="k", ls="--", lw=0.8, label=f"draws = {draws}")
     axes[1].set_xlabel("bulk effective sample size")
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=8, loc="upper right")
     fig.suptitle("mixing across chains (ArviZ)", fontsize=10)
     return _save(fig, path)
 
@@ -245,7 +245,7 @@ def lift_curves(curves: Mapping[int, Mapping[int, Mapping[str, Any]]], k: int, p
     ax.set_xlabel("depth d of the shared ancestor (edges from the root)")
     ax.set_ylabel("lift (neighbour match rate / base rate)")
     ax.set_title(f"taxonomic lift, {k} nearest neighbours of another label", fontsize=10)
-    ax.legend(fontsize=7, ncol=2, title="query depth", title_fontsize=7)
+    ax.legend(fontsize=7, ncol=2, loc="upper right", title="query depth", title_fontsize=7)
     return _save(fig, path)
 
 
@@ -275,5 +275,5 @@ def memorization(variance: np.ndarray, flag: np.ndarray, auc: float, name: str, 
     ax.set_xlabel("per-sample loss variance K_ii")
     ax.set_ylabel("samples")
     ax.set_title(f"memorization: ROC-AUC of K_ii for {name!r} = {auc:.3f}", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper right")
     return _save(fig, path)
