@@ -24,7 +24,9 @@ Per setting it measures, from the pilots' stored data (guards.py):
   whether it kept growing (the guard's quarter test);
 * **split-half CKA**: CKA between the kernel from the first half of the
   chains and the kernel from the other half (disjoint draws), computed from
-  the draws' Gram matrix in O(M^2) memory, never forming N x N.
+  the draws' Gram matrix in O(M^2) memory, never forming N x N; and its
+  projection to the configured run's size (``project_cka``), since a short
+  pilot's kernel is noisier than the run's will be.
 
 ``RULE`` (below) picks the recommendation; it is printed and written into
 the report and ``calibration.json``.
@@ -64,11 +66,15 @@ RULE = (
     "at w*), the guard rails do not flag its chain-averaged traces (late train or eval loss "
     "above its value at w* by more than the tolerance, or ||w - w*|| still growing over the "
     "draws; averaging over the chains keeps any systematic drift and divides the noise), and "
-    "its split-half CKA is at least calibrate.min_cka = {min_cka:g}. Among admissible "
-    "settings the recommendation is "
+    "its split-half CKA projected to the configured run ({run_draws} draws: sampler.chains x "
+    "sampler.draws) is at least calibrate.min_cka = {min_cka:g}. The projection: two kernels "
+    "estimated from m draws each, differing by sampling noise of variance proportional to 1/m, "
+    "agree with CKA = 1 / (1 + c/m); c is fitted from the pilot's split-half CKA at its own "
+    "half size (the pilot keeps draws at the run's spacing, so m counts alike). Among "
+    "admissible settings the recommendation is "
     "the one with the largest lr (the fastest-mixing step that is still stable), then the "
     "smallest localization (the least constrained posterior that still stays at w*), then the "
-    "highest split-half CKA."
+    "highest projected split-half CKA."
 )
 
 
@@ -112,6 +118,8 @@ class SettingResult:
     distance_final: float | None
     split_half_cka: float | None
     cka_draws: tuple[int, int]
+    projected_cka: float | None = None
+    draws_for_min_cka: int | None = None
     admissible: bool = False
     reasons: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
@@ -183,18 +191,30 @@ def calibration_dir(config: Config) -> Path:
     return Path(config.calibrate.output) if config.calibrate.output else config.run_dir / "calibration"
 
 
-def pilot_schedule(cal: CalibrateConfig) -> dict[str, int]:
-    """Burn-in, draws and spacing of every pilot chain from the calibrate budget."""
+def pilot_schedule(config: Config) -> dict[str, int]:
+    """Burn-in, draws and spacing of every pilot chain from the calibrate budget.
+
+    By default (``calibrate.draws`` 0) the pilot keeps a draw every
+    ``sampler.steps_between_draws`` steps, as the run will, so that its draws
+    are as correlated as the run's and the CKA projection counts them alike.
+    """
+    cal = config.calibrate
     burnin = round(cal.steps * cal.burnin_fraction)
-    every = max(1, (cal.steps - burnin) // cal.draws)
-    return {"burnin_steps": burnin, "draws": cal.draws, "steps_between_draws": every,
-            "steps": burnin + cal.draws * every, "chains": cal.chains_per_setting}
+    if cal.draws:
+        every = max(1, (cal.steps - burnin) // cal.draws)
+        draws = cal.draws
+    else:
+        every = config.sampler.steps_between_draws
+        draws = (cal.steps - burnin) // every
+    return {"burnin_steps": burnin, "draws": draws, "steps_between_draws": every,
+            "steps": burnin + draws * every, "chains": cal.chains_per_setting,
+            "run_draws": config.sampler.chains * config.sampler.draws}
 
 
 def pilot_config(config: Config, setting: Setting) -> Config:
     """The config of one pilot run: the user's, with the setting and the pilot budget."""
     data = config.to_dict()
-    schedule = pilot_schedule(config.calibrate)
+    schedule = pilot_schedule(config)
     data["sampler"].update(
         chains=schedule["chains"], draws=schedule["draws"],
         burnin_steps=schedule["burnin_steps"],
@@ -422,8 +442,40 @@ def pooled_check(store: RunStore, guards: GuardReport, chains: list[int],
     return [f"{f.kind.replace('_', ' ')}: {f.message}" for f in check.flags]
 
 
-def judge(result: SettingResult, cal: CalibrateConfig) -> None:
-    """Fill ``admissible`` and ``reasons`` per RULE."""
+def project_cka(measured: float, m_measured: float, m_target: float) -> float:
+    """Split-half CKA expected with ``m_target`` draws per half, from one at ``m_measured``.
+
+    Model: each half's kernel is the true one plus sampling noise whose squared
+    Frobenius norm is proportional to 1/m; then CKA = 1 / (1 + c/m) with c the
+    noise-to-signal constant, fitted here as c = m_measured (1/measured - 1).
+    """
+    if measured <= 0:
+        return 0.0
+    if measured >= 1:
+        return 1.0
+    c = m_measured * (1.0 / measured - 1.0)
+    return 1.0 / (1.0 + c / m_target)
+
+
+def draws_needed(measured: float, m_measured: float, target: float) -> int | None:
+    """Total draws (both halves) the projection says reach split-half CKA ``target``."""
+    if measured <= 0 or target >= 1:
+        return None
+    if measured >= target:
+        return int(2 * m_measured)
+    c = m_measured * (1.0 / measured - 1.0)
+    return int(math.ceil(2 * c * target / (1.0 - target) - 1e-9))
+
+
+def judge(result: SettingResult, cal: CalibrateConfig, run_draws: int) -> None:
+    """Fill the CKA projection, ``admissible`` and ``reasons`` per RULE.
+
+    ``run_draws`` is the configured run's C x T; its halves have half as many.
+    """
+    if result.split_half_cka is not None:
+        m = sum(result.cka_draws) / 2.0
+        result.projected_cka = project_cka(result.split_half_cka, m, run_draws / 2.0)
+        result.draws_for_min_cka = draws_needed(result.split_half_cka, m, cal.min_cka)
     reasons = []
     if result.chains_sampled < result.chains:
         reasons.append(f"only {result.chains_sampled} of {result.chains} pilot chains finished")
@@ -435,8 +487,9 @@ def judge(result: SettingResult, cal: CalibrateConfig) -> None:
     if result.split_half_cka is None:
         if not result.diverged_chains:
             reasons.append("no split-half CKA (too few draws)")
-    elif result.split_half_cka < cal.min_cka:
-        reasons.append(f"split-half CKA {result.split_half_cka:.3f} < {cal.min_cka:g}")
+    elif result.projected_cka is not None and result.projected_cka < cal.min_cka:
+        reasons.append(f"split-half CKA {result.split_half_cka:.3f}, projected to the run "
+                       f"{result.projected_cka:.3f} < {cal.min_cka:g}")
     result.reasons = reasons
     result.admissible = not reasons
 
@@ -447,7 +500,7 @@ def recommend(results: Sequence[SettingResult]) -> Setting | None:
     if not admissible:
         return None
     best = min(admissible, key=lambda r: (-r.setting.lr, r.setting.localization,
-                                          -(r.split_half_cka or 0.0)))
+                                          -(r.projected_cka or 0.0)))
     return best.setting
 
 
@@ -503,7 +556,7 @@ def report(config: Config, settings: Sequence[Setting], t0: float, log: Any = pr
     results, guard_reports, traces = [], [], []
     for setting in settings:
         result, guards, trace = evaluate_setting(config, setting)
-        judge(result, config.calibrate)
+        judge(result, config.calibrate, config.sampler.chains * config.sampler.draws)
         results.append(result)
         guard_reports.append(guards)
         traces.append(trace)
@@ -519,11 +572,12 @@ def report(config: Config, settings: Sequence[Setting], t0: float, log: Any = pr
     cal = Calibration(
         directory=directory,
         settings=list(settings),
-        budget={**pilot_schedule(config.calibrate), "min_cka": config.calibrate.min_cka,
+        budget={**pilot_schedule(config), "min_cka": config.calibrate.min_cka,
                 "guards": asdict(config.guards)},
         results=results,
         recommended=recommended,
-        rule=RULE.format(min_cka=config.calibrate.min_cka),
+        rule=RULE.format(min_cka=config.calibrate.min_cka,
+                         run_draws=config.sampler.chains * config.sampler.draws),
         reference=reference,
         seconds=time.perf_counter() - t0,
     )
@@ -542,7 +596,8 @@ def summary_line(result: SettingResult) -> str:
     status = "ok" if result.admissible else "; ".join(result.reasons)
     return (f"{result.setting.name:<32} train drift {num(result.train_drift):>8}  "
             f"eval drift {num(result.eval_drift):>8}  |w-w*| {num(result.distance_final):>8}  "
-            f"split-half CKA {num(result.split_half_cka, '.3f'):>6}  {status}")
+            f"split-half CKA {num(result.split_half_cka, '.3f'):>6} "
+            f"(run: {num(result.projected_cka, '.3f')})  {status}")
 
 
 def write_recommended_config(

@@ -203,12 +203,14 @@ def _cka_map(cal: Calibration, folder: Path, plt: Any) -> tuple[Path, str, str]:
             if r.setting.nbeta != nb:
                 continue
             i, j = lrs.index(r.setting.lr), locs.index(r.setting.localization)
-            values[i, j] = r.split_half_cka if r.split_half_cka is not None else np.nan
+            values[i, j] = r.projected_cka if r.projected_cka is not None else np.nan
             mark = ("diverged" if r.diverged else "ok" if r.admissible else
                     "drift" if r.drift_flags else "low CKA")
             if cal.recommended == r.setting:
                 mark = "RECOMMENDED"
-            text = (f"{r.split_half_cka:.2f}\n" if r.split_half_cka is not None else "-\n") + mark
+            text = (f"{r.split_half_cka:.2f} ({r.projected_cka:.2f})\n"
+                    if r.split_half_cka is not None and r.projected_cka is not None
+                    else "-\n") + mark
             ax.text(j, i, text, ha="center", va="center", fontsize=7,
                     color=_verdict_colour(r), fontweight="bold" if mark == "RECOMMENDED" else None)
         ax.imshow(values, vmin=0, vmax=1, cmap="Blues", aspect="auto", alpha=0.6)
@@ -223,7 +225,8 @@ def _cka_map(cal: Calibration, folder: Path, plt: Any) -> tuple[Path, str, str]:
     plt.close(fig)
     return (path, "Split-half CKA and verdict per setting",
             "Each cell: the CKA between the kernels of the two halves of that setting's pilot "
-            "chains (1 = the halves agree exactly; shading by value) and its verdict: ok "
+            "chains, in brackets its projection to the configured run (1 = the halves agree "
+            "exactly; shading by the projection) and the verdict: ok "
             "(admissible), drift (the chain-averaged traces flagged by the guard rails), "
             "diverged, or low CKA.")
 
@@ -273,11 +276,13 @@ def render(cal: Calibration, figures: Sequence[tuple[Path, str, str]], config: C
                      ", ".join(map(str, r.drifting_chains)) or "none",
                      "; ".join(r.drift_flags) or "none",
                      r.train_drift, r.eval_drift, r.distance_final, r.split_half_cka,
+                     r.projected_cka, r.draws_for_min_cka,
                      "RECOMMENDED" if rec == r.setting else
                      ("admissible" if r.admissible else "; ".join(r.reasons))))
     parts.append(_table(rows, ["lr", "localization", "nbeta", "diverged chains",
                                "flagged chains", "chain average flagged", "train drift", "eval drift", "|w - w*| reached",
-                               "split-half CKA", "verdict"]))
+                               "split-half CKA", "projected to the run", "draws for min_cka",
+                               "verdict"]))
     parts.append(
         "<p><b>How the numbers were measured.</b> Before the first step the run measures the "
         f"loss at the trained weights w*: mean training loss {_fmt(ref.get('train_loss'))} over "
@@ -296,7 +301,11 @@ def render(cal: Calibration, figures: Sequence[tuple[Path, str, str]], config: C
         "<i>|w - w*| reached</i> is the distance at the last draw, averaged over chains. "
         "<i>Split-half CKA</i> compares the kernel from the first half of the chains with the "
         "kernel from the second half (disjoint draws, after burn-in): near 1 the pilot kernel is "
-        "reproducible; low values mean the chains have not mixed or measure drift.</p>")
+        "reproducible; low values mean the chains have not mixed, measure drift, or the pilot "
+        "has too few draws for a kernel this noisy. <i>Projected to the run</i> is what the "
+        f"configured run's {budget['run_draws']} draws would give by the rule's 1/(1 + c/m) "
+        "model, and <i>draws for min_cka</i> how many draws that model says reach "
+        f"calibrate.min_cka = {budget['min_cka']:g}.</p>")
     flagged = [line for r in cal.results for line in
                [f"{r.setting.name}: {x}" for x in r.flags]]
     if flagged:

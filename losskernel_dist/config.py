@@ -277,10 +277,12 @@ class CalibrateConfig:
     steps: int = _help("SGLD steps of every pilot chain", 200)
     burnin_fraction: float = _help(
         "fraction of the pilot steps before its first kept draw", 0.5)
-    draws: int = _help("kept draws per pilot chain, spread evenly over the steps after burn-in",
-                       20)
+    draws: int = _help(
+        "kept draws per pilot chain, spread evenly over the steps after burn-in (0: one every "
+        "sampler.steps_between_draws steps, as the run will keep them)", 0)
     min_cka: float = _help(
-        "a setting is recommended only if its split-half CKA is at least this", 0.9)
+        "a setting is recommended only if its split-half CKA, projected to the configured "
+        "run's sampler.chains x sampler.draws draws, is at least this", 0.9)
     reduce_max_n: int = _help(
         "reduce each pilot to its N x N kernel (for 'losskernel analyze') when N <= this", 4096)
     output: str = _help("where the pilot runs and the report go ('': OUTPUT/calibration)", "")
@@ -306,14 +308,14 @@ class CalibrateConfig:
             raise ConfigError(
                 f"calibrate.burnin_fraction: must be in [0, 1), got {self.burnin_fraction}"
             )
-        if self.draws < 8:
-            raise ConfigError(f"calibrate.draws: must be >= 8 (the drift checks need them), "
-                              f"got {self.draws}")
+        if self.draws and self.draws < 8:
+            raise ConfigError(f"calibrate.draws: must be 0 or >= 8 (the drift checks need "
+                              f"them), got {self.draws}")
         after = self.steps - round(self.steps * self.burnin_fraction)
-        if after < self.draws:
+        if after < max(self.draws, 8):
             raise ConfigError(
                 f"calibrate.steps: {self.steps} steps leave {after} after burn-in, fewer than "
-                f"calibrate.draws={self.draws}"
+                f"the {max(self.draws, 8)} draws a pilot chain needs"
             )
         if not 0 <= self.min_cka <= 1:
             raise ConfigError(f"calibrate.min_cka: must be in [0, 1], got {self.min_cka}")
@@ -341,6 +343,14 @@ class Config:
         self.slurm.validate()
         self.guards.validate()
         self.calibrate.validate()
+        cal = self.calibrate
+        after = cal.steps - round(cal.steps * cal.burnin_fraction)
+        if not cal.draws and after // self.sampler.steps_between_draws < 8:
+            raise ConfigError(
+                f"calibrate.steps: {after} steps after burn-in give fewer than 8 pilot draws "
+                f"at one every sampler.steps_between_draws={self.sampler.steps_between_draws} "
+                "steps; raise calibrate.steps or set calibrate.draws"
+            )
         if not self.output:
             raise ConfigError("output: must be a non-empty path")
 
