@@ -1,0 +1,1 @@
+"""Example user tasks (see docs/byom_text.md)."""
