@@ -34,6 +34,7 @@ def planted_two_task_run(run_dir, **analysis):
     attributes = {
         "mislabelled": flag,
         "colour": rng.integers(0, 3, size=n),
+        "site": np.array(["north", "south", "east"])[rng.integers(0, 3, size=n)],
         "a": rng.normal(size=n),
         "image": rng.integers(0, 256, size=(n, 6, 6, 3)).astype(np.uint8),
     }
@@ -56,7 +57,7 @@ def test_analyze_planted_two_task_run(tmp_path):
     assert summary["draws"] == 120 and summary["n"] == N_A + N_B
     assert abs(summary["cross_cov_mean"]) < 0.2 * summary["within_cov_mean"]
     assert set(summary) >= {"rhat_median", "rhat_max", "ess_bulk_median", "cka_half_draws",
-                            "mean_top1_corr", "lift_colour", "lift_colour_group"}
+                            "mean_top1_corr", "lift_colour", "lift_colour_group", "lift_site"}
     for section in (metrics["neighbours"], metrics["groups"], metrics["picture"],
                     metrics["maps"], metrics["memorization"], metrics["attribute_lift"],
                     metrics["convergence"]["cka_over_draws"], metrics["convergence"]["rhat_ess"]):
@@ -82,7 +83,7 @@ def test_analyze_planted_two_task_run(tmp_path):
     files = {f["file"] for f in metrics["figures"]}
     assert {"pc1_groups.png", "covariance_pairs.png", "cka_over_draws.png", "rhat_ess.png",
             "train_loss.png", "memorization.png", "attribute_lift.png", "thumbnails.png",
-            "umap2d_label.png", "umap3d_label.png"} <= files
+            "umap2d_label.png", "umap3d_label.png", "umap2d_attribute_site.png"} <= files
     for name in files:
         assert (out / name).stat().st_size > 1000
     text = (out / "metrics.json").read_text()

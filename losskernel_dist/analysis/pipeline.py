@@ -372,7 +372,8 @@ def map_colourings(ctx: Context) -> list[tuple[str, np.ndarray, str, list[str] |
         levels = np.unique(values).size
         if levels < 2:
             continue
-        discrete = values.dtype.kind in "biuUSO" and levels <= 20
+        textual = values.dtype.kind in "bUSOT"  # bool, str (incl. numpy's StringDType)
+        discrete = textual or (values.dtype.kind in "iu" and levels <= 20)
         out.append((f"attribute {name}", values, "categorical" if discrete else "continuous", None))
     return out[:MAX_MAP_COLOURINGS]
 
