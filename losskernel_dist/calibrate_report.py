@@ -295,7 +295,7 @@ def render(cal: Calibration, figures: Sequence[tuple[Path, str, str]], config: C
         "guards.max_loss_increase and guards.max_loss_increase_relative x |loss at w*|), its "
         f"eval drift exceeds {_fmt(ref.get('eval_tolerance'))} (the same rule), or "
         "when ||w - w*|| rises through the last three quarters of its draws by more than "
-        f"{budget['guards']['distance_growth']:.0%} and more than three times its noise; it "
+        f"{budget['guards']['distance_growth']:.0%} and more than four times its noise; it "
         f"<i>diverged</i> when its loss or weights stopped being finite or its train drift "
         f"exceeded {_fmt(ref.get('blowup_threshold'))} (guards.blowup_factor tolerances). "
         "<i>|w - w*| reached</i> is the distance at the last draw, averaged over chains. "
