@@ -57,6 +57,8 @@ class SamplerConfig:
     device: str = _help("'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:K'", "auto")
     threads: int = _help("torch intra-op threads per process (0: torch default)", 0)
     chains_per_batch: int = _help("chains of a process advanced together under vmap", 1)
+    loader_workers: int = _help("DataLoader worker processes decoding SGLD minibatches "
+                                "(0: fetch in the main process)", 0)
 
     def validate(self) -> None:
         _positive_int("sampler.chains", self.chains)
@@ -75,6 +77,7 @@ class SamplerConfig:
         _nonneg_int("sampler.checkpoint_every", self.checkpoint_every)
         _nonneg_int("sampler.threads", self.threads)
         _positive_int("sampler.chains_per_batch", self.chains_per_batch)
+        _nonneg_int("sampler.loader_workers", self.loader_workers)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"sampler.device: expected auto, cpu, cuda or cuda:K, got {self.device!r}")
 

@@ -186,7 +186,7 @@ def settings_from(config: Config) -> SGLDSettings:
         lr=s.lr, nbeta=s.nbeta, localization=s.localization, seed=s.seed,
         batch_size=s.batch_size, burnin_steps=s.burnin_steps,
         steps_between_draws=s.steps_between_draws, draws=s.draws, noise=s.noise,
-        checkpoint_every=s.checkpoint_every,
+        checkpoint_every=s.checkpoint_every, loader_workers=s.loader_workers,
     )
 
 

@@ -92,3 +92,10 @@ def test_minibatches_are_keyed_and_distinct():
     assert not np.array_equal(a, minibatch_indices(0, 1, 5, 100, 10))
     assert not np.array_equal(a, minibatch_indices(0, 0, 6, 100, 10))
     assert sorted(minibatch_indices(3, 2, 1, 7, 50).tolist()) == list(range(7))
+
+
+def test_loader_workers_give_the_same_draws(tmp_path):
+    args = {"n": 128, "n_eval": 24}
+    plain = _run(tmp_path, "plain", args, chains=1, draws=6)
+    workers = _run(tmp_path, "workers", args, chains=1, draws=6, loader_workers=2)
+    np.testing.assert_array_equal(plain.losses_array()[...], workers.losses_array()[...])
