@@ -254,13 +254,13 @@ def _prepare_lock(directory: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def prepare_pilots(config: Config, settings: Sequence[Setting]) -> dict[str, Any]:
+def prepare_pilots(config: Config, settings: Sequence[Setting]) -> None:
     """Create every pilot run (or check the existing ones) and store the reference in each.
 
     The task is loaded once; a pilot made from another model, eval set or pilot
     budget is refused here (RunDirError naming what differs), before any chain
     runs. The losses at w* do not depend on the setting, so they are measured
-    once and written into every new pilot. Returns the reference attrs.
+    once and written into every new pilot.
     """
     from .sample import prepare_run, store_path, task_fingerprints
     from .sampler.data import EvalShards
@@ -292,10 +292,6 @@ def prepare_pilots(config: Config, settings: Sequence[Setting]) -> dict[str, Any
                     eval_batch_size=config.eval.batch_size,
                 )
             store.write_reference(*reference)
-    if reference is not None:
-        return dict(reference[1])
-    first = RunStore.open(store_path(pilot_config(config, settings[0]).run_dir)).reference()
-    return {k: v for k, v in (first or {}).items() if k != "eval_losses"}
 
 
 def run_pilots(
