@@ -197,3 +197,22 @@ def test_cli_analyze_prints_the_summary_and_a_rerun_replaces_it(tmp_path, capsys
     assert RunStore.open(run / "store.zarr").has_neighbours()
     again = analyze_run(run)
     assert again["summary"] == first["summary"]
+
+
+def test_analyze_a_partial_run_uses_only_usable_draws(tmp_path):
+    from losskernel_dist.reduce.kernel import reduce_store
+
+    run = tmp_path / "run"
+    store = planted_run(run, two_task_draws(10, 10, chains=3, draws=20),
+                        analysis={"umap": False, "neighbours": 3})
+    done = store.done()
+    done[2, 12:] = False  # chain 2 unfinished
+    store.group["done"][...] = done
+    store.mark_failed(1, "diverged")  # chain 1 failed
+    reduce_store(store, allow_partial=True, block_size=8)
+    metrics = analyze_run(run)
+    assert metrics["summary"]["draws"] == 20 + 12
+    assert metrics["convergence"]["cka_over_draws"]["draws"] == 32
+    assert metrics["convergence"]["cka_over_draws"]["cka"][-1] == pytest.approx(1.0)
+    assert metrics["skipped"]["rhat_ess"].startswith("R-hat needs at least 2 complete chains")
+    assert metrics["run"]["reduce"]["partial"]
