@@ -226,7 +226,16 @@ def _maps(metrics: Mapping[str, Any], folder: Path) -> str:
 
 
 def _picture(metrics: Mapping[str, Any], folder: Path) -> str:
-    return _figures(metrics, "picture", folder)
+    pic = metrics.get("picture")
+    if not pic:
+        return ""
+    how = (f"each pixel is the mean of rho over a pair of bins of consecutive samples "
+           f"({pic['pixels']} x {pic['pixels']} bins)" if pic["block_averaged"]
+           else "each pixel is rho between two samples")
+    return (f"<p>The correlation matrix with samples sorted by {_e(pic['sorted_by'])}; {how}. "
+            "Blocks on the diagonal are groups of samples whose losses move together; "
+            "pale off-diagonal blocks are groups the model treats independently.</p>"
+            + _figures(metrics, "picture", folder))
 
 
 def _groups(metrics: Mapping[str, Any], folder: Path) -> str:
