@@ -135,6 +135,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .sample import sample
 
     config = load_config(args.config, args.overrides)
+    if config.development.checkpoints:  # one run per checkpoint, maps side by side
+        return _run_development(config, progress=not args.no_progress)
     report = sample(config, progress=not args.no_progress)
     _print_sample_report(report)
     if not placement_from_env().is_main:
@@ -143,6 +145,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     _reduce(config.run_dir, allow_partial=False, progress=not args.no_progress)
     if config.analysis.enabled:
         _analyze(config.run_dir)
+    return 0
+
+
+def _run_development(config, progress: bool) -> int:
+    from .development import FIGURE_FILE, SUMMARY_FILE, run_development
+
+    result = run_development(config, progress=progress)
+    for entry in result.get("checkpoints", []):
+        summary = ", ".join(f"{k} {v}" for k, v in entry["summary"].items())
+        print(f"{entry['name']}: {summary}")
+    if result:
+        figure = f"{config.run_dir / FIGURE_FILE} and " if "figure" in result else ""
+        print(f"development written to {figure}{config.run_dir / SUMMARY_FILE}")
     return 0
 
 

@@ -326,6 +326,36 @@ class CalibrateConfig:
 
 
 @dataclass
+class DevelopmentConfig:
+    """Checkpoints of one model for ``losskernel run`` to map side by side (Appendix D.5).
+
+    Empty ``checkpoints`` (the default) means an ordinary single run. Otherwise every
+    checkpoint gets its own run under OUTPUT/checkpoints/ with the same eval set,
+    sampler and UMAP settings, so that the maps differ only in the weights.
+    """
+
+    checkpoints: list = _help(
+        "checkpoint files of one model, in training order ([]: an ordinary single run); "
+        "relative paths are taken from the working directory", default_factory=list)
+    task_arg: str = _help("the task.args key each checkpoint path is passed in", "checkpoint")
+
+    def validate(self) -> None:
+        if not isinstance(self.checkpoints, list):
+            raise ConfigError(
+                f"development.checkpoints: expected a list of paths, got {self.checkpoints!r}"
+            )
+        for path in self.checkpoints:
+            if not isinstance(path, str) or not path:
+                raise ConfigError(
+                    f"development.checkpoints: expected non-empty path strings, got {path!r}"
+                )
+            if not Path(path).expanduser().is_file():
+                raise ConfigError(f"development.checkpoints: file {path!r} does not exist")
+        if not self.task_arg:
+            raise ConfigError("development.task_arg: must be a non-empty task.args key")
+
+
+@dataclass
 class Config:
     task: TaskConfig
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -335,6 +365,7 @@ class Config:
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     guards: GuardsConfig = field(default_factory=GuardsConfig)
     calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
+    development: DevelopmentConfig = field(default_factory=DevelopmentConfig)
     output: str = _help("the run directory", "runs/example")
 
     def validate(self) -> None:
@@ -346,6 +377,7 @@ class Config:
         self.slurm.validate()
         self.guards.validate()
         self.calibrate.validate()
+        self.development.validate()
         cal = self.calibrate
         after = cal.steps - round(cal.steps * cal.burnin_fraction)
         if not cal.draws and after // self.sampler.steps_between_draws < 8:
