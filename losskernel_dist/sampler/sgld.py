@@ -34,12 +34,13 @@ def sgld_update(
     noise_scale = math.sqrt(lr)
     out: Params = {}
     for name, w in params.items():
-        drift = nbeta * grads[name]
+        # one new tensor per parameter, then in-place accumulation into it: the same
+        # arithmetic as the formula with a third of the temporaries
+        new = torch.add(w, grads[name], alpha=-half_lr * nbeta)
         if localization:
-            drift = drift + localization * (w - anchor[name])
-        new = w - half_lr * drift
+            new.add_(w - anchor[name], alpha=-half_lr * localization)
         if noise is not None:
-            new = new + noise_scale * noise[name]
+            new.add_(noise[name], alpha=noise_scale)
         out[name] = new
     return out
 
