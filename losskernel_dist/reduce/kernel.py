@@ -68,6 +68,24 @@ class ReduceReport:
         }
 
 
+def record_report(
+    store: RunStore, engine: str, m: int, used_chains: list[int], n: int, block: int,
+    excluded: dict, t0: float,
+) -> ReduceReport:
+    """What a reduce used, stored in the group attributes (``reduce``) and returned."""
+    report = ReduceReport(
+        draws_used=m,
+        chains_used=used_chains,
+        n=n,
+        block_size=block,
+        partial=bool(excluded["failed_chains"] or excluded["not_done"]),
+        seconds=time.perf_counter() - t0,
+        excluded=excluded,
+    )
+    store.set_attrs(reduce={**report.as_attrs(), "engine": engine})
+    return report
+
+
 def peak_memory_bytes(m: int, block: int, threads: int) -> int:
     """The docstring's bound on reduce's working memory (not counting the interpreter)."""
     return (threads + 1) * 3 * m * block * 8 + threads * 4 * block**2 * 8
@@ -183,14 +201,4 @@ def reduce_store(
                 ]
                 dask.compute(*tiles)
 
-    report = ReduceReport(
-        draws_used=m,
-        chains_used=used_chains,
-        n=n,
-        block_size=block,
-        partial=bool(excluded["failed_chains"] or excluded["not_done"]),
-        seconds=time.perf_counter() - t0,
-        excluded=excluded,
-    )
-    store.set_attrs(reduce={**report.as_attrs(), "engine": "dask"})
-    return report
+    return record_report(store, "dask", m, used_chains, n, block, excluded, t0)

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from ..store import RunStore
-from .kernel import IncompleteRunError, ReduceReport, select_rows
+from .kernel import IncompleteRunError, ReduceReport, record_report, select_rows
 
 
 def _column_block(store: RunStore, rows: np.ndarray, i0: int, i1: int) -> np.ndarray:
@@ -99,14 +99,4 @@ def reduce_store_torch(
                 out["cov"][j0:j1, i0:i1] = tile_np.T
                 out["corr"][j0:j1, i0:i1] = corr_np.T
 
-    report = ReduceReport(
-        draws_used=m,
-        chains_used=used_chains,
-        n=n,
-        block_size=block,
-        partial=bool(excluded["failed_chains"] or excluded["not_done"]),
-        seconds=time.perf_counter() - t0,
-        excluded=excluded,
-    )
-    store.set_attrs(reduce={**report.as_attrs(), "engine": f"torch:{device}"})
-    return report
+    return record_report(store, f"torch:{device}", m, used_chains, n, block, excluded, t0)
