@@ -42,6 +42,28 @@ def linear_config(output: Path, args: dict | None = None, **sampler: Any) -> dic
 
 
 @pytest.fixture
+def weights_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A user task ``weights_task:build(path)`` whose weights come from a file.
+
+    Yields the weights path: saving other weights there changes the model and
+    nothing else (same config), which fingerprint checks must notice.
+    """
+    import sys
+
+    (tmp_path / "weights_task.py").write_text(
+        "import torch\n"
+        "from losskernel_dist.tasks import linear\n"
+        "def build(path):\n"
+        "    task = linear.build(n=64, n_eval=8)\n"
+        "    task.model.weight.data.copy_(torch.load(path))\n"
+        "    return task\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path / "w.pt"
+    sys.modules.pop("weights_task", None)
+
+
+@pytest.fixture
 def write_config(tmp_path: Path):
     """Write raw config data as YAML and return the path."""
     import yaml

@@ -258,18 +258,9 @@ def test_calibrate_config_errors_name_the_key():
 
 
 def test_pilots_made_from_other_weights_are_refused(tmp_path, write_config, capsys,
-                                                    monkeypatch):
+                                                    weights_task):
     """A pilot cache keyed only on the settings would silently answer for another model."""
-    (tmp_path / "weights_task.py").write_text(
-        "import torch\n"
-        "from losskernel_dist.tasks import linear\n"
-        "def build(path):\n"
-        "    task = linear.build(n=64, n_eval=8)\n"
-        "    task.model.weight.data.copy_(torch.load(path))\n"
-        "    return task\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    weights = tmp_path / "w.pt"
+    weights = weights_task
     torch.save(torch.zeros(1, 8), weights)
     data = linear_config(tmp_path / "run")
     data["task"] = {"target": "weights_task:build", "args": {"path": str(weights)}}

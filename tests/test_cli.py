@@ -81,17 +81,8 @@ def test_output_dir_that_is_not_a_run_is_refused(tmp_path, write_config, capsys)
 
 
 def test_changed_weights_with_the_same_config_are_refused(tmp_path, write_config, capsys,
-                                                         monkeypatch):
-    (tmp_path / "weights_task.py").write_text(
-        "import torch\n"
-        "from losskernel_dist.tasks import linear\n"
-        "def build(path):\n"
-        "    task = linear.build(n=64, n_eval=8)\n"
-        "    task.model.weight.data.copy_(torch.load(path))\n"
-        "    return task\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    weights = tmp_path / "w.pt"
+                                                         weights_task):
+    weights = weights_task
     torch.save(torch.ones(1, 8), weights)
     data = linear_config(tmp_path / "run", draws=4)
     data["task"] = {"target": "weights_task:build", "args": {"path": str(weights)}}
