@@ -136,3 +136,15 @@ def test_torch_tiled_engine_equals_numpy(tmp_path, block):
             corr = np.corrcoef(x[keep], rowvar=False)
         corr[~np.isfinite(corr)] = 0.0
         np.testing.assert_allclose(store.kernel_array("corr")[...], corr, rtol=1e-12, atol=1e-14)
+
+
+def test_fewer_than_two_usable_draws_is_an_error_for_both_engines(tmp_path):
+    from losskernel_dist.reduce.tiled import reduce_store_torch
+
+    store, _ = planted_store(tmp_path / "s.zarr", chains=2, draws=3, n=4)
+    done = np.zeros((2, 3), bool)
+    done[0, 0] = True
+    store.group["done"][...] = done
+    for engine in (reduce_store, lambda s, **kw: reduce_store_torch(s, device="cpu", **kw)):
+        with pytest.raises(IncompleteRunError, match="only 1 usable draws"):
+            engine(store, allow_partial=True)

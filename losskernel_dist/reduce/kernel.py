@@ -110,6 +110,10 @@ def select_rows(store: RunStore, allow_partial: bool) -> tuple[np.ndarray, list[
         )
     use = done & healthy[:, None]
     rows = np.flatnonzero(use.reshape(-1))
+    if len(rows) < 2:
+        raise IncompleteRunError(
+            f"only {len(rows)} usable draws: at least 2 are needed for a covariance"
+        )
     used_chains = [int(c) for c in np.flatnonzero(use.any(axis=1))]
     excluded = {
         "failed_chains": failed,
@@ -171,8 +175,6 @@ def reduce_store(
     t0 = time.perf_counter()
     rows, used_chains, excluded = select_rows(store, allow_partial)
     m = len(rows)
-    if m < 2:
-        raise IncompleteRunError(f"only {m} usable draws: at least 2 are needed for a covariance")
     _, _, n = store.shape
     block = min(block_size, n)
     workers = threads or os.cpu_count() or 1

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from ..store import RunStore
-from .kernel import IncompleteRunError, ReduceReport, record_report, select_rows
+from .kernel import ReduceReport, record_report, select_rows
 
 
 def _column_block(store: RunStore, rows: np.ndarray, i0: int, i1: int) -> np.ndarray:
@@ -46,8 +46,6 @@ def reduce_store_torch(
     device = torch.device(device)
     rows, used_chains, excluded = select_rows(store, allow_partial)
     m = len(rows)
-    if m < 2:
-        raise IncompleteRunError(f"only {m} usable draws: at least 2 are needed for a covariance")
     _, _, n = store.shape
     block = min(block_size, n)
     starts = list(range(0, n, block))
