@@ -122,6 +122,22 @@ def select_rows(store: RunStore, allow_partial: bool) -> tuple[np.ndarray, list[
     return rows, used_chains, excluded
 
 
+def draw_moments(x: da.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 1: the pooled mean and (ddof=1) variance of every column of the draw matrix.
+
+    Every reduce centres and scales with these same values, so kernels and
+    neighbour lists of one store agree to the last bit of the pass-1 statistics.
+    """
+    mean, var = da.compute(x.mean(axis=0), x.var(axis=0, ddof=1))
+    return mean, var
+
+
+def inverse_sd(var: np.ndarray) -> np.ndarray:
+    """1 / sqrt(var), and 0 where the variance is 0 (MATH.md: rho = 0 for such a sample)."""
+    sd = np.sqrt(var)
+    return np.divide(1.0, sd, out=np.zeros_like(sd), where=sd > 0)
+
+
 def draw_matrix(store: RunStore, rows: np.ndarray, block: int) -> da.Array:
     """The (M, N) float64 matrix of the selected draws, chunked (M, block)."""
     chains, draws, n = store.shape
@@ -182,12 +198,11 @@ def reduce_store(
 
     with dask.config.set(**scheduler):
         x = draw_matrix(store, rows, block)
-        mean, var = da.compute(x.mean(axis=0), x.var(axis=0, ddof=1))
+        mean, var = draw_moments(x)
         out = store.create_kernel(n, block, dtype)
         out["mean"][:] = mean
         out["var"][:] = var
-        sd = np.sqrt(var)
-        inv_sd = np.divide(1.0, sd, out=np.zeros_like(sd), where=sd > 0)
+        inv_sd = inverse_sd(var)
         xc = x - mean
         starts = range(0, n, block)
         bar = tqdm(starts, desc="reduce", unit="block row", disable=not progress,
