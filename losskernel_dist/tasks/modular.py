@@ -242,20 +242,23 @@ class DecoderBlock(nn.Module):
         """
         h = self.ln1(x)
         if last_only:
-            q_in, mask, x = h[:, -1:], mask[-1:], x[:, -1:]
+            # 2-D [B, D] for the single position: under vmap a [B, 1, D] input to a
+            # Linear with batched weights takes a broadcast path that materialises the
+            # weight once per sample (B copies); [B, D] stays one batched GEMM.
+            q = self.query(h[:, -1])[:, None]
+            mask, x = mask[-1:], x[:, -1]
         else:
-            q_in = h
-        q, k, v = (
-            self._heads(self.query(q_in)),
-            self._heads(self.key(h)),
-            self._heads(self.value(h)),
-        )
+            q = self.query(h)
+        q, k, v = self._heads(q), self._heads(self.key(h)), self._heads(self.value(h))
         scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]) + mask
         attended = torch.softmax(scores, dim=-1) @ v
         batch, _, length, _ = attended.shape
         attended = attended.transpose(1, 2).reshape(batch, length, -1)
+        if last_only:
+            attended = attended[:, 0]
         x = x + self.proj(attended)
-        return x + self.fc2(F.relu(self.fc1(self.ln2(x))))
+        x = x + self.fc2(F.relu(self.fc1(self.ln2(x))))
+        return x[:, None] if last_only else x
 
 
 class ModularTransformer(nn.Module):
