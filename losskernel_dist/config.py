@@ -59,6 +59,8 @@ class SamplerConfig:
     chains_per_batch: int = _help("chains of a process advanced together under vmap", 1)
     loader_workers: int = _help("DataLoader worker processes decoding SGLD minibatches "
                                 "(0: fetch in the main process)", 0)
+    write_queue: int = _help("commits (draws, checkpoint, done flags) the background writer "
+                             "may lag behind the chains before they wait (0: write inline)", 4)
 
     def validate(self) -> None:
         _positive_int("sampler.chains", self.chains)
@@ -78,6 +80,7 @@ class SamplerConfig:
         _nonneg_int("sampler.threads", self.threads)
         _positive_int("sampler.chains_per_batch", self.chains_per_batch)
         _nonneg_int("sampler.loader_workers", self.loader_workers)
+        _nonneg_int("sampler.write_queue", self.write_queue)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"sampler.device: expected auto, cpu, cuda or cuda:K, got {self.device!r}")
 

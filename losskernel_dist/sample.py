@@ -10,12 +10,21 @@ before a kill that beat the ``done`` flags is passed over for the previous one
 is a function of (seed, chain, step) alone, so a rewritten draw is
 bit-identical to the one that was lost.
 
+The commits are made by one background writer thread (``writer.py``), in
+the order they are handed over, so the sequence of states on disk is the one
+above; the chain only waits when the writer is ``sampler.write_queue``
+commits behind (0: every commit is made inline). What is handed over is
+copied first (``sampler/host.py``), and everything handed over is committed
+before ``sample`` returns or raises, and before a diverged chain's partners
+are resumed from their checkpoints.
+
 Stop signals (SIGTERM, SIGUSR2, SIGINT) do not kill the process: they set a
 flag that the chain reads after every SGLD step; the chain then yields a
-checkpoint, the writer commits it, and ``sample`` raises
-``SamplingInterrupted`` once every handler it replaced is back in place (so
-that a caller such as a submitit task can hand the signal on). A second
-SIGINT aborts at once.
+checkpoint, the writer commits it after everything queued before it, and
+``sample`` raises ``SamplingInterrupted`` once every handler it replaced is
+back in place (so that a caller such as a submitit task can hand the signal
+on). A second SIGINT aborts at once (commits still queued are dropped; the
+run stays consistent and a resume recomputes them).
 """
 
 from __future__ import annotations
@@ -45,8 +54,10 @@ from .sampler.batched import run_chains_batched
 from .sampler.chain import ChainDiverged, ChainEvent, SGLDSettings, run_chain
 from .sampler.data import EvalShards
 from .sampler.functional import FunctionalLoss
+from .sampler.host import host_tensors
 from .store import RunStore, StoreError
 from .task import Task, load_task
+from .writer import CommitQueue
 
 STORE_NAME = "store.zarr"
 CONFIG_NAME = "config.yaml"
@@ -119,55 +130,83 @@ class StopSignals:
 
 
 class ChainWriter:
-    """Buffers one chain's draws and training losses and commits them in a safe order.
+    """Buffers one chain's draws and training losses and hands them to the writer in commits.
 
     Commit: the buffered training losses and loss vectors are written, then (at
     a checkpoint event) the chain state is saved, then the draws' ``done``
     flags are set. Buffering turns per-draw store writes into one write per
-    chunk row.
+    chunk row. Everything buffered is a copy, so a commit still queued is not
+    changed by the chain going on.
     """
 
     MAX_BUFFER_BYTES = 64 * 1024 * 1024
 
-    def __init__(self, store: RunStore, chain: int, run_dir: Path, ckpt_key: str) -> None:
+    def __init__(self, store: RunStore, chain: int, run_dir: Path, ckpt_key: str,
+                 writes: CommitQueue | None = None) -> None:
         self.store, self.chain, self.run_dir, self.ckpt_key = store, chain, run_dir, ckpt_key
+        self.writes = writes if writes is not None else CommitQueue(0)
         self.draws: list[int] = []
         self.losses: list[np.ndarray] = []
         self.distances: list[float] = []
+        self.nbytes = 0
         self.train_start: int | None = None
         self.train: list[np.ndarray] = []
 
     def add(self, event: ChainEvent) -> None:
         if self.train_start is None:
             self.train_start = event.train_start
-        self.train.append(event.train_loss)
+        self.train.append(np.array(event.train_loss, copy=True))
         if event.draw is not None and event.losses is not None:
             self.draws.append(event.draw)
-            self.losses.append(event.losses)
+            self.losses.append(np.array(event.losses, copy=True))
             self.distances.append(np.nan if event.distance is None else event.distance)
-        nbytes = sum(x.nbytes for x in self.losses)
-        if event.params is not None or nbytes > self.MAX_BUFFER_BYTES:
+            self.nbytes += self.losses[-1].nbytes
+        if event.params is not None or self.nbytes > self.MAX_BUFFER_BYTES:
             self.commit(event)
 
     def commit(self, event: ChainEvent | None = None) -> None:
-        if self.train:
-            self.store.write_train_loss(self.chain, self.train_start, np.concatenate(self.train))
+        """Hand what is buffered (and ``event``'s checkpoint, if it has one) to the writer."""
+        train = np.concatenate(self.train) if self.train else None
+        state = None
+        if event is not None and event.params is not None:
+            state = ChainState(self.chain, event.step, host_tensors(event.params), self.ckpt_key)
+        draws, losses, distances = self.draws, self.losses, self.distances
+        train_start = self.train_start
         self.train, self.train_start = [], None
-        for first, last in _runs(self.draws):
-            rows = np.stack(self.losses[first : last + 1])
-            self.store.write_draws(self.chain, self.draws[first], rows)
+        self.draws, self.losses, self.distances, self.nbytes = [], [], [], 0
+        if train is None and not draws and state is None:
+            return
+        parts = [f"draws {draws[0]}-{draws[-1]}"] if draws else ["training losses"]
+        if state is not None:
+            parts.append(f"checkpoint at step {state.step}")
+        what = f"chain {self.chain}'s " + " and ".join(parts)
+        self.writes.submit(
+            lambda: self._write(train_start, train, draws, losses, distances, state), what
+        )
+
+    def _write(
+        self,
+        train_start: int | None,
+        train: np.ndarray | None,
+        draws: list[int],
+        losses: list[np.ndarray],
+        distances: list[float],
+        state: ChainState | None,
+    ) -> None:
+        """One commit, in the order resume relies on (module doc); runs on the writer thread."""
+        if train is not None:
+            self.store.write_train_loss(self.chain, train_start, train)
+        for first, last in _runs(draws):
+            rows = np.stack(losses[first : last + 1])
+            self.store.write_draws(self.chain, draws[first], rows)
             self.store.write_draw_summaries(
-                self.chain, self.draws[first], np.asarray(self.distances[first : last + 1]),
+                self.chain, draws[first], np.asarray(distances[first : last + 1]),
                 rows.mean(axis=1, dtype=np.float64),
             )
-        if event is not None and event.params is not None:
-            save_chain(
-                checkpoint_dir(self.run_dir),
-                ChainState(self.chain, event.step, event.params, self.ckpt_key),
-            )
-        if self.draws:
-            self.store.mark_done(self.chain, self.draws)
-        self.draws, self.losses, self.distances = [], [], []
+        if state is not None:
+            save_chain(checkpoint_dir(self.run_dir), state)
+        if draws:
+            self.store.mark_done(self.chain, draws)
 
 
 def _runs(draws: list[int]) -> list[tuple[int, int]]:
@@ -465,6 +504,7 @@ def _run_chains(
             pending.append(chain)
     states = {c: resume_state(config.run_dir, c, settings, done[c], ckpt_key) for c in pending}
     rows = {c: done[c].copy() for c in pending}
+    writes = CommitQueue(config.sampler.write_queue)
 
     def commit(event: ChainEvent, writers: dict[int, ChainWriter]) -> None:
         writers[event.chain].add(event)
@@ -476,64 +516,70 @@ def _run_chains(
             finished.add(event.chain)
 
     def fail(exc: ChainDiverged) -> None:
-        store.mark_failed(exc.chain, str(exc))
-        report.failed[exc.chain] = str(exc)
+        message = str(exc)
+        writes.submit(lambda: store.mark_failed(exc.chain, message),
+                      f"chain {exc.chain}'s failure")
+        writes.drain()  # its partners resume from the checkpoints on disk
+        report.failed[exc.chain] = message
         finished.add(exc.chain)
         print(f"losskernel: {exc}", file=sys.stderr)
 
-    for group in batch_groups(pending, states, config.sampler.chains_per_batch):
-        if stop.requested:
-            break
-        writers = {c: ChainWriter(store, c, config.run_dir, ckpt_key) for c in group}
-        start = states[group[0]].step if states[group[0]] else 0
-        try:
-            if len(group) == 1:
-                chain = group[0]
-                events = run_chain(
-                    fl, task.train, shards, settings, chain,
-                    start_step=start,
-                    start_params=states[chain].params if states[chain] else None,
-                    anchor=anchor,
-                    skip_draw=lambda t, row=rows[chain]: bool(row[t]),
-                    should_stop=lambda: stop.requested,
-                )
-            else:
-                events = run_chains_batched(
-                    fl, task.train, shards, settings, group,
-                    start_step=start,
-                    start_params=[states[c].params if states[c] else anchor for c in group],
-                    anchor=anchor,
-                    skip_draw=lambda c, t: bool(rows[c][t]),
-                    should_stop=lambda: stop.requested,
-                )
-            for event in events:
-                commit(event, writers)
-            for writer in writers.values():
-                writer.commit()
-        except ChainDiverged as exc:
-            for writer in writers.values():
-                writer.commit()  # draws before the fault are sound: keep them
-            fail(exc)
-            # the group's other chains go on alone, from their own last commit
-            for chain in group:
-                if chain in finished or stop.requested:
-                    continue
-                state = resume_state(config.run_dir, chain, settings, rows[chain], ckpt_key)
-                writer = ChainWriter(store, chain, config.run_dir, ckpt_key)
-                try:
-                    for event in run_chain(
+    # Leaving this block (normally, by a stop signal or by an exception) commits
+    # everything handed to the writer; a writer failure is raised here at the latest.
+    with writes:
+        for group in batch_groups(pending, states, config.sampler.chains_per_batch):
+            if stop.requested:
+                break
+            writers = {c: ChainWriter(store, c, config.run_dir, ckpt_key, writes) for c in group}
+            start = states[group[0]].step if states[group[0]] else 0
+            try:
+                if len(group) == 1:
+                    chain = group[0]
+                    events = run_chain(
                         fl, task.train, shards, settings, chain,
-                        start_step=state.step if state else 0,
-                        start_params=state.params if state else None,
+                        start_step=start,
+                        start_params=states[chain].params if states[chain] else None,
                         anchor=anchor,
                         skip_draw=lambda t, row=rows[chain]: bool(row[t]),
                         should_stop=lambda: stop.requested,
-                    ):
-                        commit(event, {chain: writer})
+                    )
+                else:
+                    events = run_chains_batched(
+                        fl, task.train, shards, settings, group,
+                        start_step=start,
+                        start_params=[states[c].params if states[c] else anchor for c in group],
+                        anchor=anchor,
+                        skip_draw=lambda c, t: bool(rows[c][t]),
+                        should_stop=lambda: stop.requested,
+                    )
+                for event in events:
+                    commit(event, writers)
+                for writer in writers.values():
                     writer.commit()
-                except ChainDiverged as again:
-                    writer.commit()
-                    fail(again)
+            except ChainDiverged as exc:
+                for writer in writers.values():
+                    writer.commit()  # draws before the fault are sound: keep them
+                fail(exc)
+                # the group's other chains go on alone, from their own last commit
+                for chain in group:
+                    if chain in finished or stop.requested:
+                        continue
+                    state = resume_state(config.run_dir, chain, settings, rows[chain], ckpt_key)
+                    writer = ChainWriter(store, chain, config.run_dir, ckpt_key, writes)
+                    try:
+                        for event in run_chain(
+                            fl, task.train, shards, settings, chain,
+                            start_step=state.step if state else 0,
+                            start_params=state.params if state else None,
+                            anchor=anchor,
+                            skip_draw=lambda t, row=rows[chain]: bool(row[t]),
+                            should_stop=lambda: stop.requested,
+                        ):
+                            commit(event, {chain: writer})
+                        writer.commit()
+                    except ChainDiverged as again:
+                        writer.commit()
+                        fail(again)
     bar.close()
     report.seconds = time.perf_counter() - start_time
     if stop.requested:

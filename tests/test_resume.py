@@ -48,6 +48,7 @@ from .dist_helpers import (
 )
 
 CHAINS = 2  # the resume tests' runs: 2 chains x 12 draws, 30 SGLD steps each
+WRITE_QUEUES = [0, 4]  # synchronous commits, and the background writer (sampler.write_queue)
 
 
 def _reduce(run_dir: Path) -> None:
@@ -58,7 +59,7 @@ def _reduce(run_dir: Path) -> None:
 def reference(tmp_path_factory) -> dict[str, dict[str, np.ndarray]]:
     """Arrays and kernel of the uninterrupted run (the linear task; slow_linear is identical)."""
     run = tmp_path_factory.mktemp("reference") / "run"
-    sample(config_from_dict(run_config(run, chains=CHAINS)), progress=False)
+    sample(config_from_dict(run_config(run, chains=CHAINS, write_queue=0)), progress=False)
     _reduce(run)
     return {"arrays": store_arrays(run), "kernel": kernel_arrays(run)}
 
@@ -153,11 +154,16 @@ def test_a_state_is_resumable_only_when_its_draws_are_done():
 
 
 @pytest.mark.slow
-def test_sigkill_at_each_commit_point_then_resume_is_bitwise_identical(tmp_path, reference):
+@pytest.mark.parametrize("write_queue", WRITE_QUEUES)
+def test_sigkill_at_each_commit_point_then_resume_is_bitwise_identical(tmp_path, reference,
+                                                                       write_queue):
     """Six SIGKILLs in a row (burn-in, mid-draw, mid-checkpoint-write, between checkpoint and
-    done flags, ...), each followed by a resume: the finished run equals the uninterrupted one."""
+    done flags, ...), each followed by a resume: the finished run equals the uninterrupted one.
+    The background writer makes the same writes in the same order, so the states left by the
+    kills are the same with it (the kill points are reached on the writer thread)."""
     run = tmp_path / "run"
-    cfg = write_yaml(tmp_path / "config.yaml", run_config(run, chains=CHAINS))
+    cfg = write_yaml(tmp_path / "config.yaml",
+                     run_config(run, chains=CHAINS, write_queue=write_queue))
     ckpt = run / "checkpoints"
 
     def killed_at(point: str, count: int) -> dict[str, np.ndarray]:
@@ -196,16 +202,18 @@ def test_sigkill_at_each_commit_point_then_resume_is_bitwise_identical(tmp_path,
     assert a["done"][0].all() and not a["done"][1].any() and step(1) == 4
     assert not holders(run / "locks") or all(h.stale() for h in holders(run / "locks").values())
     # The last resume, in this process, finishes the run.
-    sample(config_from_dict(run_config(run, chains=CHAINS)), progress=False)
+    sample(config_from_dict(run_config(run, chains=CHAINS, write_queue=write_queue)),
+           progress=False)
     _check_against(run, reference)
 
 
 @pytest.mark.slow
-def test_sigkill_from_outside_at_an_arbitrary_moment(tmp_path, reference):
+@pytest.mark.parametrize("write_queue", WRITE_QUEUES)
+def test_sigkill_from_outside_at_an_arbitrary_moment(tmp_path, reference, write_queue):
     """No hooks: SIGKILL whenever a few draws are done, then resume."""
     run = tmp_path / "run"
     cfg = write_yaml(tmp_path / "config.yaml",
-                     run_config(run, chains=CHAINS, target=SLOW_TARGET))
+                     run_config(run, chains=CHAINS, target=SLOW_TARGET, write_queue=write_queue))
     proc = subprocess.Popen(losskernel_cmd("sample", str(cfg), "--no-progress"), cwd=REPO,
                             env=subprocess_env(LK_TEST_SLEEP_S="0.02"), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -220,10 +228,11 @@ def test_sigkill_from_outside_at_an_arbitrary_moment(tmp_path, reference):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_stop_signal_checkpoints_cleanly_and_exits_75(tmp_path, reference, sig):
+@pytest.mark.parametrize(("sig", "write_queue"), [(signal.SIGTERM, 0), (signal.SIGTERM, 4),
+                                                  (signal.SIGINT, 4)])
+def test_stop_signal_checkpoints_cleanly_and_exits_75(tmp_path, reference, sig, write_queue):
     run = tmp_path / "run"
-    data = run_config(run, chains=CHAINS, target=SLOW_TARGET)
+    data = run_config(run, chains=CHAINS, target=SLOW_TARGET, write_queue=write_queue)
     cfg = write_yaml(tmp_path / "config.yaml", data)
     proc = subprocess.Popen(losskernel_cmd("sample", str(cfg), "--no-progress"), cwd=REPO,
                             env=subprocess_env(LK_TEST_SLEEP_S="0.02"), text=True,
