@@ -23,6 +23,7 @@ from ..rng import minibatch_indices, noise_generator
 from .chain import ChainDiverged, ChainEvent, SGLDSettings
 from .data import EvalShards, fetch_batch
 from .functional import FunctionalLoss, to_device
+from .host import host_array
 from .sgld import Params, draw_noise, sgld_update
 
 
@@ -124,9 +125,8 @@ def run_chains_batched(
         losses = distances = None
         if any(keep):
             with torch.inference_mode():
-                losses = torch.cat(
-                    [eval_fn(params, b) for b in shards], dim=1
-                ).cpu().numpy()
+                # to the host for the writer: pinned and non-blocking on CUDA (sampler/host.py)
+                losses = host_array(torch.cat([eval_fn(params, b) for b in shards], dim=1))
                 distances = _distances(params, centre).cpu().numpy()
             for i, c in enumerate(chains):
                 if keep[i] and not np.isfinite(losses[i]).all():

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from ..rng import noise_generator
 from .data import EvalShards, minibatches
 from .functional import FunctionalLoss
+from .host import host_array
 from .sgld import Params, draw_noise, sgld_update
 
 
@@ -179,7 +180,8 @@ def run_chain(
             raise ChainDiverged(chain, taken, "a parameter")
         event = ChainEvent(chain=chain, step=taken, train_start=start, train_loss=values)
         if keep:
-            losses = loss_vector(fl, params, shards).cpu().numpy()
+            # to the host for the writer: pinned and non-blocking on CUDA (sampler/host.py)
+            losses = host_array(loss_vector(fl, params, shards))
             if not np.isfinite(losses).all():
                 raise ChainDiverged(chain, taken, "the eval loss vector")
             event.draw, event.losses = draw, losses
