@@ -13,6 +13,7 @@ Layout (INTERFACE.md):
     labels        int64   (sample,)               eval labels, when the task has them
     attributes/*          (sample,)               per-sample attributes of the task
     kernel/mean, kernel/var (sample,), kernel/cov, kernel/corr (sample_i, sample_j)
+    neighbours/*                                  streamed top-k lists (reduce/topk.py)
 
 Every array is created, full size, when the run starts: nothing is appended.
 A chunk of ``losses`` holds a few draws of one chain over a block of samples,
@@ -344,8 +345,15 @@ class RunStore:
         return self.group["kernel"][name]
 
     # ------------------------------------------------------------------ reduce outputs
-    def create_kernel(self, n: int, block: int, dtype: str) -> dict[str, zarr.Array]:
-        """(Re)create the kernel arrays, chunked in ``block`` x ``block`` tiles."""
+    def create_kernel(
+        self, n: int, block: int, dtype: str, dense: bool = True
+    ) -> dict[str, zarr.Array]:
+        """(Re)create the kernel arrays, chunked in ``block`` x ``block`` tiles.
+
+        ``dense=False`` (a neighbours-only reduce) creates only ``mean`` and ``var``:
+        the group always describes the latest reduce, so an older dense kernel,
+        which may rest on other draws, is removed with it.
+        """
         if "kernel" in self.group:
             del self.group["kernel"]
         sub = self.group.create_group("kernel")
@@ -356,13 +364,85 @@ class RunStore:
                 name, shape=(n,), chunks=(min(n, 1 << 20),), dtype="float64",
                 dimension_names=("sample",), **codecs,
             )
-        for name in ("cov", "corr"):
+        for name in ("cov", "corr") if dense else ():
             out[name] = sub.create_array(
                 name, shape=(n, n), chunks=(min(n, block), min(n, block)), dtype=dtype,
                 dimension_names=("sample_i", "sample_j"), **_codecs(compress=False),
                 # every tile is written once, whole: skip zarr's all-equal-to-fill scan
                 config={"write_empty_chunks": True},
             )
+        return out
+
+    # ------------------------------------------------------------------ streamed neighbours
+    # Written by the neighbours reduce (reduce/topk.py) one row block at a time, for runs
+    # whose N x N kernel is too large to store:
+    #
+    #   neighbours/top_index     int64   (sample, k)          -1 where fewer candidates exist
+    #   neighbours/top_value     float64 (sample, k)          NaN there
+    #   neighbours/bottom_index  int64   (sample, k_bottom)   (k_bottom may be 0)
+    #   neighbours/bottom_value  float64 (sample, k_bottom)
+    #   neighbours/done          bool    (row_block,)         true once the block's rows are written
+    #
+    # Rows of one block are one chunk, and ``done`` has one chunk per block, so threads
+    # writing different blocks never share a chunk and an interrupted reduce leaves only
+    # whole blocks marked done. attrs: metric, k, k_bottom, exclude_same_label,
+    # block_size, draws_used, chains_used and ``key`` (a digest of all of them and of the
+    # draws used): a rerun with the same key resumes, any other recreates the group.
+
+    NEIGHBOUR_ARRAYS = ("top_index", "top_value", "bottom_index", "bottom_value")
+
+    def open_stream_neighbours(
+        self, n: int, k: int, k_bottom: int, block: int, attrs: Mapping[str, Any]
+    ) -> tuple[dict[str, zarr.Array], np.ndarray]:
+        """The ``neighbours`` arrays for a reduce with ``attrs``, and which blocks are done.
+
+        An existing group whose ``key`` equals ``attrs["key"]`` is kept (resume);
+        anything else is replaced by a fresh group with no block done.
+        """
+        blocks = -(-n // block)
+        if "neighbours" in self.group:
+            old = self.group["neighbours"]
+            if old.attrs.get("key") == attrs["key"] and "done" in old:
+                arrays = {name: old[name] for name in (*self.NEIGHBOUR_ARRAYS, "done")}
+                return arrays, np.asarray(arrays["done"][...])
+            del self.group["neighbours"]
+        sub = self.group.create_group("neighbours")
+        codecs = _codecs()
+        arrays = {}
+        for name in self.NEIGHBOUR_ARRAYS:
+            width = k if name.startswith("top") else k_bottom
+            index = name.endswith("index")
+            arrays[name] = sub.create_array(
+                name, shape=(n, width), chunks=(min(n, block), max(width, 1)),
+                dtype="int64" if index else "float64", fill_value=-1 if index else np.nan,
+                dimension_names=("sample", "rank"), **codecs,
+            )
+        arrays["done"] = sub.create_array(
+            "done", shape=(blocks,), chunks=(1,), dtype="bool", fill_value=False,
+            dimension_names=("row_block",), **codecs,
+        )
+        sub.attrs.update({**dict(attrs), "complete": False})
+        return arrays, np.zeros(blocks, dtype=bool)
+
+    def finish_stream_neighbours(self, extra: Mapping[str, Any]) -> None:
+        """Mark the streamed neighbours complete (every block done) and add ``extra`` attrs."""
+        self.group["neighbours"].attrs.update({**dict(extra), "complete": True})
+
+    def has_stream_neighbours(self) -> bool:
+        """True when a neighbours reduce finished (every row block written)."""
+        return "neighbours" in self.group and bool(
+            self.group["neighbours"].attrs.get("complete", False))
+
+    def read_stream_neighbours(self) -> dict[str, Any]:
+        """The streamed neighbour arrays by name, plus ``attrs``; refuses an unfinished one."""
+        if not self.has_stream_neighbours():
+            raise StoreError(
+                f"store {str(self.path)!r} has no complete neighbours: run 'losskernel reduce' "
+                "with reduce.kernel neighbours or both (an interrupted one resumes)"
+            )
+        sub = self.group["neighbours"]
+        out: dict[str, Any] = {name: np.asarray(sub[name][...]) for name in self.NEIGHBOUR_ARRAYS}
+        out["attrs"] = dict(sub.attrs)
         return out
 
     # ------------------------------------------------------------------ analysis outputs
