@@ -88,11 +88,20 @@ def _reduce(run_dir: Path, allow_partial: bool, progress: bool) -> None:
 
     config = config_from_dict(read_run_config(run_dir))
     report = reduce_run(
-        store_path(run_dir), config.reduce, allow_partial=allow_partial, progress=progress
+        store_path(run_dir), config.reduce, allow_partial=allow_partial, progress=progress,
+        exclude_same_label=config.analysis.exclude_same_label,
     )
+    kind = config.reduce.kernel
+    if kind == "neighbours":
+        what = (f"the top-{report.k} {report.metric} neighbours of {report.n} samples"
+                + (f" ({report.blocks_resumed} of {report.blocks} row blocks resumed)"
+                   if report.blocks_resumed else ""))
+    else:
+        what = f"the {report.n} x {report.n} kernel" + (
+            f" and top-{config.reduce.neighbours_k} neighbours" if kind == "both" else "")
     print(
-        f"reduced {report.draws_used} draws of chains {report.chains_used} "
-        f"to the {report.n} x {report.n} kernel in {report.seconds:.1f} s"
+        f"reduced {report.draws_used} draws of chains {report.chains_used} to {what} "
+        f"in {report.seconds:.1f} s"
         + (" (partial: see store attrs 'reduce')" if report.partial else "")
     )
 

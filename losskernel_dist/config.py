@@ -109,9 +109,36 @@ class ReduceConfig:
     threads: int = _help("dask threads for the reduction (0: one per core)", 0)
     engine: str = _help("'dask' (CPU), 'torch' (tiled product on reduce.device), 'auto'", "auto")
     device: str = _help("torch engine device: 'auto' (cuda if available), 'cpu', 'cuda:K'", "auto")
+    kernel: str = _help(
+        "what the reduce writes: 'dense' (kernel/cov and kernel/corr, N x N), 'neighbours' "
+        "(only each sample's top-k lists, streamed from the draws: for N too large for the "
+        "dense kernel; always on the CPU engine) or 'both'", "dense")
+    neighbours_k: int = _help(
+        "k of the streamed most-similar lists (1 <= k < N); the analysis of a run without the "
+        "dense kernel takes its neighbour table (analysis.neighbours) and UMAP graph "
+        "(analysis.umap_neighbours - 1) from them", 15)
+    neighbours_bottom_k: int = _help(
+        "k of the streamed least-similar lists (0: none; < N)", 10)
+    neighbours_metric: str = _help(
+        "what the streamed lists rank by: 'corr' (rho, as the analysis does) or 'cov' (K)",
+        "corr")
+    neighbours_cache_gb: float = _help(
+        "keep the standardised draws (M x N float64) in memory when they fit in this many GB; "
+        "otherwise re-read them from the store for every row block", 4.0)
 
     def validate(self) -> None:
         _positive_int("reduce.block_size", self.block_size)
+        if self.kernel not in ("dense", "neighbours", "both"):
+            raise ConfigError(
+                f"reduce.kernel: expected dense, neighbours or both, got {self.kernel!r}")
+        _positive_int("reduce.neighbours_k", self.neighbours_k)
+        _nonneg_int("reduce.neighbours_bottom_k", self.neighbours_bottom_k)
+        if self.neighbours_metric not in ("corr", "cov"):
+            raise ConfigError(
+                f"reduce.neighbours_metric: expected corr or cov, got {self.neighbours_metric!r}")
+        if not self.neighbours_cache_gb >= 0:
+            raise ConfigError(
+                f"reduce.neighbours_cache_gb: must be >= 0, got {self.neighbours_cache_gb}")
         if self.engine not in ("auto", "dask", "torch"):
             raise ConfigError(f"reduce.engine: expected auto, dask or torch, got {self.engine!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):

@@ -1,7 +1,9 @@
 """The reduce job: pick the engine the run's config asks for and reduce its store.
 
 ``auto`` uses the tiled torch product when a GPU is present (the product is then
-seconds) and the dask path on CPU; both write the same arrays.
+seconds) and the dask path on CPU; both write the same arrays. ``reduce.kernel``
+says what is written: the dense N x N kernel, the streamed top-k neighbour lists
+(``topk.py``, always the CPU dask engine), or both, dense first.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from ..config import ReduceConfig
 from ..store import RunStore
 from .kernel import ReduceReport, reduce_store
+from .topk import NeighboursReport, reduce_neighbours
 
 
 def _cuda_available() -> bool:
@@ -23,10 +26,39 @@ def _cuda_available() -> bool:
 
 
 def reduce_run(
-    store_path: Path, config: ReduceConfig, *, allow_partial: bool = False, progress: bool = False
-) -> ReduceReport:
-    """Reduce the store at ``store_path`` with the engine and settings of ``config``."""
+    store_path: Path,
+    config: ReduceConfig,
+    *,
+    allow_partial: bool = False,
+    progress: bool = False,
+    exclude_same_label: bool = False,
+) -> ReduceReport | NeighboursReport:
+    """Reduce the store at ``store_path`` with the engine and settings of ``config``.
+
+    ``exclude_same_label`` (the run's ``analysis.exclude_same_label``) applies to the
+    streamed neighbour lists, which the analysis then uses as they are. Returns the
+    dense reduce's report, or the neighbours report when only those were computed.
+    """
     store = RunStore.open(store_path, mode="r+")
+    dense = None
+    if config.kernel in ("dense", "both"):
+        dense = _reduce_dense(store, config, allow_partial, progress)
+    if config.kernel == "dense":
+        return dense
+    report = reduce_neighbours(
+        store, k=config.neighbours_k, k_bottom=config.neighbours_bottom_k,
+        metric=config.neighbours_metric, exclude_same_label=exclude_same_label,
+        block_size=config.block_size, threads=config.threads, allow_partial=allow_partial,
+        write_moments=dense is None, cache_bytes=int(config.neighbours_cache_gb * 2**30),
+        progress=progress,
+    )
+    return dense if dense is not None else report
+
+
+def _reduce_dense(
+    store: RunStore, config: ReduceConfig, allow_partial: bool, progress: bool
+) -> ReduceReport:
+    """The dense kernel with the configured engine."""
     engine = config.engine
     if engine == "auto":
         engine = "torch" if config.device != "cpu" and _cuda_available() else "dask"
