@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import textwrap
-
 import numpy as np
 import pytest
 
 from losskernel_dist.reduce.kernel import IncompleteRunError, reduce_store
 from losskernel_dist.store import RunStore
 
+from .memory_helpers import run_with_peak_rss
 
-def planted_store(path, chains=3, draws=7, n=23, seed=0, zero_var=()) -> tuple[RunStore, np.ndarray]:
+
+def planted_store(path, chains=3, draws=7, n=23, seed=0, zero_var=(), duplicates=(),
+                  labels=None) -> tuple[RunStore, np.ndarray]:
+    """Random draws with constant columns ``zero_var`` and ``(copy, of)`` column ``duplicates``."""
     rng = np.random.default_rng(seed)
     x = (rng.normal(size=(chains, draws, n)) * rng.uniform(0.1, 3, size=n) + 5).astype(np.float32)
     for j in zero_var:
         x[:, :, j] = 1.25
+    for j, of in duplicates:
+        x[:, :, j] = x[:, :, of]
     store = RunStore.create(path, chains=chains, draws=draws, n=n, total_steps=draws,
-                            config={"test": True})
+                            config={"test": True}, labels=labels)
     for c in range(chains):
         store.write_draws(c, 0, x[c])
         store.mark_done(c, list(range(draws)))
@@ -77,17 +78,11 @@ def test_failed_chain_is_excluded_only_with_partial(tmp_path):
 def test_peak_memory_is_bounded_by_the_block_not_n_squared(tmp_path):
     """Reduce N = 9000 (dense float64 N x N: 648 MB) in a subprocess; measure its peak RSS (VmHWM)."""
     n, chains, draws, block = 9000, 2, 20, 500
-    script = textwrap.dedent(f"""
+    script = f"""
         import json, sys
         import numpy as np
         from losskernel_dist.store import RunStore
         from losskernel_dist.reduce.kernel import reduce_store, peak_memory_bytes
-        def peak_rss():
-            # VmHWM is this process's own high-water mark; getrusage's ru_maxrss would
-            # also count the (torch-laden) pytest parent that forked this process.
-            for line in open("/proc/self/status"):
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
         path = sys.argv[1]
         rng = np.random.default_rng(0)
         store = RunStore.create(path, chains={chains}, draws={draws}, n={n}, total_steps={draws},
@@ -105,10 +100,8 @@ def test_peak_memory_is_bounded_by_the_block_not_n_squared(tmp_path):
         err = float(np.abs(corr.get_orthogonal_selection((cols, slice(None))) - want).max())
         print(json.dumps({{"before": before, "peak": peak, "err": err,
                            "bound": peak_memory_bytes({chains * draws}, {block}, 2)}}))
-    """)
-    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "big.zarr")],
-                         capture_output=True, text=True, check=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    """
+    result = run_with_peak_rss(script, str(tmp_path / "big.zarr"))
     dense = n * n * 8
     print(f"dense {dense / 2**20:.0f} MiB, peak RSS {result['peak'] / 2**20:.0f} MiB "
           f"(before reduce {result['before'] / 2**20:.0f} MiB)")
