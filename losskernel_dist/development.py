@@ -59,7 +59,10 @@ def _is_reduced(run_dir: Path) -> bool:
     from .store import RunStore
 
     spath = store_path(run_dir)
-    return spath.exists() and RunStore.open(spath).has_kernel()
+    if not spath.exists():
+        return False
+    store = RunStore.open(spath)
+    return store.has_kernel() or store.has_stream_neighbours()
 
 
 def _run_one(config: Config, progress: bool, is_main: bool) -> dict | None:
@@ -84,7 +87,8 @@ def _run_one(config: Config, progress: bool, is_main: bool) -> dict | None:
     for line in enforce(check_run(store, config.guards), config.guards):
         print(f"losskernel: warning: {run_dir.name}: {line}", file=sys.stderr)
     if not reduced:
-        reduce_run(store_path(run_dir), config.reduce, progress=progress)
+        reduce_run(store_path(run_dir), config.reduce, progress=progress,
+                   exclude_same_label=config.analysis.exclude_same_label)
         if metrics_path.exists():
             metrics_path.unlink()  # analysis of an earlier kernel: redo it
     if not config.analysis.enabled:

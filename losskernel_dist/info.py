@@ -73,7 +73,7 @@ def run_info(run_dir: Path) -> dict[str, Any]:
         "n": n,
         "draws_done": int(done.sum()),
         "draws_total": int(done.size),
-        "reduced": store.has_kernel(),
+        "reduced": store.has_kernel() or store.has_stream_neighbours(),
         "reduce": dict(store.attrs.get("reduce", {})) or None,
         "fingerprints": dict(store.attrs.get("fingerprints", {})),
         "per_chain": per_chain,
@@ -127,7 +127,8 @@ def format_info(info: dict[str, Any]) -> str:
         f"every={s['steps_between_draws']} b={s['batch_size']} lr={s['lr']} "
         f"nbeta={s['nbeta']} localization={s['localization']} seed={s['seed']}",
         f"N={info['n']}  draws done {info['draws_done']}/{info['draws_total']}  "
-        f"kernel {'reduced' if info['reduced'] else 'not reduced'}",
+        f"kernel {'reduced' if info['reduced'] else 'not reduced'}"
+        + (" (neighbours only)" if (info["reduce"] or {}).get("kernel") == "neighbours" else ""),
         "chains: " + ", ".join(f"{n} {k}" for k, n in info["states"].items() if n),
         "chain  state        draws   ckpt step  train loss first -> last",
     ]

@@ -8,6 +8,13 @@ labels...) is skipped with its reason under ``skipped``, which the report
 shows. Nothing here holds the N x N kernel: every pass over it streams row
 blocks of the store's ``kernel/corr`` or ``kernel/cov``.
 
+A run reduced with ``reduce.kernel: neighbours`` has no dense kernel, only the
+streamed top-k lists (``neighbours/*``, reduce/topk.py) and kernel/mean, var.
+Its neighbour table, maps, attribute lift, thumbnails, memorization and
+convergence come from those; the steps that need rho or K itself (PC1 and the
+task AUC, covariance by pair type, the kernel picture, and taxonomic lift
+without same-label exclusion) are skipped, each with that reason.
+
 metrics.json layout: ``summary`` (short name -> number, printed by the CLI),
 ``run`` (what the kernel rests on), one section per analysis, ``figures``
 (file, title, caption, section) and ``skipped``.
@@ -43,6 +50,8 @@ METRICS_FILE = "metrics.json"
 REPORT_FILE = "index.html"
 MIN_UMAP_SAMPLES = 10
 MAX_MAP_COLOURINGS = 8
+NO_DENSE_KERNEL = ("needs the dense N x N kernel, which this run does not have "
+                   "(reduce.kernel: neighbours)")
 
 
 @dataclass
@@ -69,6 +78,9 @@ class Context:
     grouping_why: str = ""
     flag_name: str | None = None
     flag_why: str = ""
+    dense: bool = True  # the run has kernel/corr and kernel/cov
+    stored_exclusion: bool | None = None  # same-label exclusion of streamed lists in use
+    k: int = 0  # neighbours per sample in the lists in use (analysis.neighbours or fewer)
 
     @property
     def corr(self) -> DenseRows:
@@ -88,9 +100,20 @@ class Context:
 
     @property
     def excluding(self) -> bool:
-        """Same-label exclusion in force: asked for, and labels with at least 2 values exist."""
+        """Same-label exclusion in force: asked for, and labels with at least 2 values exist.
+
+        For streamed lists it is what the reduce applied, which the lists cannot undo.
+        """
+        if self.stored_exclusion is not None:
+            return self.stored_exclusion
         return bool(self.cfg.exclude_same_label and self.labels is not None
                     and np.unique(self.labels).size >= 2)
+
+    def skip_without_kernel(self, name: str) -> bool:
+        """Record ``name`` as skipped when the run has no dense kernel; True if so."""
+        if not self.dense:
+            self.skipped[name] = NO_DENSE_KERNEL
+        return not self.dense
 
 
 def load_analysis_config(run_config: dict) -> AnalysisConfig:
@@ -107,7 +130,8 @@ def analyze_run(run_dir: Path) -> dict:
     run_config = read_run_config(run_dir)
     cfg = load_analysis_config(run_config)
     store = RunStore.open(store_path(run_dir), mode="r+")
-    if not store.has_kernel():
+    dense = store.has_kernel()
+    if not dense and not store.has_stream_neighbours():
         raise StoreError(f"run {str(run_dir)!r} has no kernel yet: run 'losskernel reduce' first")
     out = run_dir / ANALYSIS_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -118,7 +142,7 @@ def analyze_run(run_dir: Path) -> dict:
         run_dir=run_dir, out=out, store=store, cfg=cfg, run_config=run_config,
         draws=int(reduce_info.get("draws_used", 0)), n=store.shape[2],
         labels=store.labels(), label_names=store.label_names(),
-        attributes=store.attributes(),
+        attributes=store.attributes(), dense=dense,
     )
     preflight(ctx)
     ctx.metrics["run"] = run_section(ctx, reduce_info)
@@ -229,7 +253,10 @@ def step_images(ctx: Context) -> None:
 
 def step_neighbours(ctx: Context) -> None:
     """Top-k / bottom-k neighbour lists, stored in the run."""
-    k = ctx.cfg.neighbours
+    if not ctx.dense:
+        stored_neighbours(ctx)
+        return
+    k = ctx.k = ctx.cfg.neighbours
     k_top = max(k, ctx.cfg.umap_neighbours - 1)
     excluding = ctx.excluding
     nb = compute_neighbours(ctx.corr, k_top, k, ctx.labels, exclude_same_label=excluding)
@@ -256,11 +283,70 @@ def step_neighbours(ctx: Context) -> None:
     ctx.metrics["neighbours"] = section
 
 
+NEIGHBOURS_SKIPPED = ("maps", "attribute_lift", "thumbnails")
+
+
+def stored_neighbours(ctx: Context) -> None:
+    """The neighbour section of a run without the dense kernel, from the streamed lists.
+
+    The lists are used as the reduce wrote them: their k (at most analysis.neighbours
+    of them are used), their bottom-k and their same-label exclusion, each said in
+    the section when it differs from what the analysis config asks.
+    """
+    data = ctx.store.read_stream_neighbours()
+    attrs = data["attrs"]
+    metric = attrs.get("metric", "corr")
+    if metric != "corr":
+        why = (f"the run's streamed neighbours rank by {metric} (reduce.neighbours_metric), "
+               "the analysis by correlation, and there is no dense kernel to recompute them")
+        for name in ("neighbours", *NEIGHBOURS_SKIPPED, "taxonomic_lift"):
+            ctx.skipped[name] = why
+        return
+    k_stored = int(attrs["k"])
+    k = ctx.k = min(ctx.cfg.neighbours, k_stored)
+    k_bottom = min(ctx.cfg.neighbours, int(attrs.get("k_bottom", 0)))
+    ctx.stored_exclusion = bool(attrs.get("exclude_same_label", False))
+    nb = Neighbours(data["top_index"], data["top_value"], data["bottom_index"][:, :k_bottom],
+                    data["bottom_value"][:, :k_bottom], ctx.stored_exclusion)
+    ctx.neighbours = nb
+    section: dict[str, Any] = {
+        "k": k,
+        "k_stored_top": k_stored,
+        "k_bottom": k_bottom,
+        "exclude_same_label": ctx.stored_exclusion,
+        "draws": ctx.draws,
+        "source": "streamed by the neighbours reduce from the draws (no dense kernel)",
+        "stored_in": "store.zarr neighbours (top_index, top_value, bottom_index, bottom_value)",
+        "mean_top1_corr": _nanmean(nb.top_corr[:, 0]),
+        "mean_topk_corr": _nanmean(nb.top_corr[:, :k]),
+        "mean_bottomk_corr": _nanmean(nb.bottom_corr),
+        "examples": neighbour_examples(ctx, nb, count=5),
+    }
+    notes = []
+    if k < ctx.cfg.neighbours:
+        notes.append(f"analysis.neighbours is {ctx.cfg.neighbours} but the reduce kept "
+                     f"{k_stored} (reduce.neighbours_k)")
+    if k_bottom < ctx.cfg.neighbours:
+        notes.append(f"{k_bottom} least-correlated neighbours kept by the reduce "
+                     "(reduce.neighbours_bottom_k)")
+    asked = bool(ctx.cfg.exclude_same_label and ctx.labels is not None
+                 and np.unique(ctx.labels).size >= 2)
+    if asked != ctx.stored_exclusion:
+        notes.append(f"analysis.exclude_same_label asks {asked} but the lists were reduced "
+                     f"with {ctx.stored_exclusion}: rerun 'losskernel reduce' to change it")
+    if notes:
+        section["note"] = "; ".join(notes)
+    if ctx.labels is not None and not ctx.excluding:
+        section["label_lift"] = attribute_lift(ctx.labels, nb.top_index[:, :k], None, False)
+    ctx.metrics["neighbours"] = section
+
+
 def neighbour_examples(ctx: Context, nb: Neighbours, count: int) -> list[dict[str, Any]]:
     """A few references with their top and bottom neighbours, for the report's table."""
     refs = choose_references(ctx.n, count, ctx.cfg.seed)
     text = ctx.label_text()
-    k = min(5, nb.top_index.shape[1], nb.bottom_index.shape[1])
+    k_top = min(5, nb.top_index.shape[1])
+    k_bottom = min(5, nb.bottom_index.shape[1])
 
     def item(j: int, rho: float) -> dict[str, Any]:
         out: dict[str, Any] = {"sample": int(j), "rho": float(rho)}
@@ -272,10 +358,11 @@ def neighbour_examples(ctx: Context, nb: Neighbours, count: int) -> list[dict[st
         {
             "sample": int(i),
             "label": text[i] if text is not None else None,
-            "top": [item(j, r) for j, r in zip(nb.top_index[i, :k], nb.top_corr[i, :k], strict=True)
-                    if j >= 0],
-            "bottom": [item(j, r) for j, r in zip(nb.bottom_index[i, :k], nb.bottom_corr[i, :k],
-                                                   strict=True) if j >= 0],
+            "top": [item(j, r) for j, r in zip(nb.top_index[i, :k_top], nb.top_corr[i, :k_top],
+                                               strict=True) if j >= 0],
+            "bottom": [item(j, r) for j, r in zip(nb.bottom_index[i, :k_bottom],
+                                                   nb.bottom_corr[i, :k_bottom], strict=True)
+                       if j >= 0],
         }
         for i in refs
     ]
@@ -283,6 +370,8 @@ def neighbour_examples(ctx: Context, nb: Neighbours, count: int) -> list[dict[st
 
 def step_groups(ctx: Context) -> None:
     """PC1 of the standardised loss vectors, its AUC for the group, covariance by pair type."""
+    if ctx.skip_without_kernel("groups"):
+        return
     comp = pc1(ctx.corr, seed=ctx.cfg.seed)
     ctx.pc1_scores = comp.scores
     section: dict[str, Any] = {
@@ -329,6 +418,8 @@ def step_groups(ctx: Context) -> None:
 
 def step_picture(ctx: Context) -> None:
     """The sorted correlation matrix, block-averaged above max_plot_samples."""
+    if ctx.skip_without_kernel("picture"):
+        return
     rank = ctx.hierarchy.order if ctx.hierarchy is not None else None
     order, sorted_by = sort_order(ctx.n, ctx.labels, rank, ctx.pc1_scores)
     pic = kernel_picture(ctx.corr, order, sorted_by, ctx.cfg.max_plot_samples)
@@ -387,8 +478,17 @@ def step_maps(ctx: Context) -> None:
         ctx.skipped["umap"] = f"only {ctx.n} samples (UMAP needs at least {MIN_UMAP_SAMPLES})"
         return
     nb = ctx.neighbours
-    graph = knn_graph(nb.top_index, nb.top_corr, min(ctx.cfg.umap_neighbours, ctx.n - 1))
+    if nb is None:
+        return  # no correlation neighbour lists; step_neighbours said why
+    want = min(ctx.cfg.umap_neighbours, ctx.n - 1)
+    graph = knn_graph(nb.top_index, nb.top_corr, min(want, nb.top_index.shape[1] + 1))
     section: dict[str, Any] = {"draws": ctx.draws, "same_label_edges_removed": ctx.excluding}
+    if not ctx.dense:
+        section["graph_source"] = "streamed neighbour lists (no dense kernel)"
+        if graph.n_neighbors < want:
+            section["note"] = (f"UMAP's n_neighbors is {graph.n_neighbors}, not {want}: the "
+                               f"reduce kept {nb.top_index.shape[1]} neighbours per sample "
+                               "(raise reduce.neighbours_k)")
     coords = {}
     for dim in (2, 3):
         xy, settings = umap_embedding(graph, dim, ctx.cfg.umap_min_dist, ctx.cfg.seed)
@@ -481,9 +581,16 @@ def step_taxonomic_lift(ctx: Context) -> None:
     if ctx.hierarchy is None:
         ctx.skipped["taxonomic_lift"] = "no label hierarchy"
         return
-    k = ctx.cfg.neighbours
+    if ctx.neighbours is None:
+        return  # no correlation neighbour lists; step_neighbours said why
+    k = ctx.k
     if ctx.excluding:
         top = ctx.neighbours.top_index[:, :k]
+    elif not ctx.dense:
+        ctx.skipped["taxonomic_lift"] = (
+            "needs each sample's neighbours of another label: the streamed lists were reduced "
+            "without same-label exclusion and there is no dense kernel to recompute them")
+        return
     else:
         top = compute_neighbours(ctx.corr, k, 0, ctx.labels, exclude_same_label=True).top_index
     lift = taxonomic_lift(ctx.hierarchy, ctx.labels, top)
@@ -506,7 +613,9 @@ def step_attribute_lift(ctx: Context) -> None:
         ctx.skipped["attribute_lift"] = "no discrete attribute (" + (
             "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "the task has none") + ")"
         return
-    k = ctx.cfg.neighbours
+    if ctx.neighbours is None:
+        return  # no correlation neighbour lists; step_neighbours said why
+    k = ctx.k
     top = ctx.neighbours.top_index[:, :k]
     lifts = {name: attribute_lift(values, top, ctx.labels, ctx.excluding)
              for name, values in usable.items()}
@@ -529,9 +638,11 @@ def step_thumbnails(ctx: Context) -> None:
                                      else "not an image task")
         return
     nb = ctx.neighbours
+    if nb is None:
+        return  # no correlation neighbour lists; step_neighbours said why
     refs = choose_references(ctx.n, ctx.cfg.thumbnails, ctx.cfg.seed)
     path = thumbnail_grid(images, refs, nb.top_index, nb.top_corr, nb.bottom_index,
-                          nb.bottom_corr, ctx.out / "thumbnails.png", k=min(5, ctx.cfg.neighbours),
+                          nb.bottom_corr, ctx.out / "thumbnails.png", k=min(5, ctx.k),
                           label_of=ctx.label_text())
     ctx.figure(path, "Most and least correlated images",
                "Each row: a random reference image, its most correlated images and its least "
