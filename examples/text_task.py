@@ -20,6 +20,9 @@ better or worse at predicting both.
 * ``trainable``: optional name prefixes of the parameters to sample (e.g.
   ``["blocks.1."]``); the others get ``requires_grad=False`` and stay at w*,
   the usual way to probe one part of a large model.
+* ``build_windows``: the same corpus and model as fixed-length windows of
+  ``seq_len`` bytes (every sequence full, no padding), the input shape of
+  devinterp's ``bif``; ``bench/devinterp.py`` uses it.
 
 Config: ``configs``-style YAML with ``task.target: examples.text_task:build``;
 run it from the repository root with ``python -m losskernel_dist.cli run
@@ -253,6 +256,79 @@ def build(
             "source": source[chosen],
             "n_bytes": mask[index].sum(1).long().numpy(),
         },
+    )
+
+
+def byte_windows(
+    text_file: str | None = None, seq_len: int = 16
+) -> tuple[Tensor, np.ndarray, list[str]]:
+    """The corpus as one byte stream cut into windows: tokens [M, seq_len], source [M], names.
+
+    Sentences are joined with newlines and cut into consecutive, non-overlapping
+    windows of ``seq_len`` bytes (no BOS, no padding: every window is full, so all
+    ``seq_len - 1`` next-token targets are real). ``source`` is the document of a
+    window's first byte. The built-in corpus gives 1,211 windows of 16 bytes.
+    """
+    corpus = read_corpus(text_file)
+    names = sorted({src for _, src in corpus})
+    data: list[int] = []
+    owner: list[int] = []
+    for sentence, src in corpus:
+        chunk = list((sentence + "\n").encode("utf-8"))
+        data += chunk
+        owner += [names.index(src)] * len(chunk)
+    m = len(data) // seq_len
+    tokens = torch.tensor(data[: m * seq_len], dtype=torch.long).reshape(m, seq_len)
+    source = np.asarray(owner[: m * seq_len:seq_len], dtype=np.int64)
+    return tokens, source, names
+
+
+def build_windows(
+    text_file: str | None = None,
+    seq_len: int = 16,
+    n_eval: int | None = None,
+    eval_seed: int = 0,
+    checkpoint: str | None = None,
+    train_steps: int = 200,
+    seed: int = 0,
+    width: int = 128,
+    layers: int = 2,
+    heads: int = 4,
+) -> Task:
+    """Fixed-length variant of ``build``: windows of ``seq_len`` bytes (``byte_windows``).
+
+    The shape of a typical language-model data set (every sequence the same
+    length, no padding), used by ``bench/devinterp.py`` because devinterp's
+    ``bif`` takes only fixed-length ``input_ids``. The loss is ``sequence_loss``
+    (token losses summed over the ``seq_len - 1`` targets). The defaults give a
+    2-layer, width-128 model (about 0.46 M parameters) with context ``seq_len``.
+    ``checkpoint``: a file with ``{"hparams", "state_dict"}`` (as ``main`` writes);
+    None trains here for ``train_steps`` Adam steps.
+    """
+    tokens, source, _ = byte_windows(text_file, seq_len)
+    mask = torch.ones((len(tokens), seq_len - 1), dtype=torch.float32)
+    if checkpoint is not None:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        model = TinyGPT(**saved["hparams"])
+        model.load_state_dict(saved["state_dict"])
+        model.eval()
+    else:
+        hparams = {"width": width, "heads": heads, "layers": layers, "context": seq_len}
+        model = train_model(tokens, mask, hparams, train_steps, seed)
+    chosen = np.arange(len(tokens))
+    if n_eval is not None:
+        if n_eval > len(tokens):
+            raise ValueError(f"n_eval={n_eval} but the corpus gives only {len(tokens)} "
+                             f"windows of {seq_len} bytes")
+        rng = np.random.default_rng(eval_seed)
+        chosen = np.sort(rng.choice(len(tokens), size=n_eval, replace=False))
+    index = torch.from_numpy(chosen)
+    return Task(
+        model=model,
+        train=TensorDataset(tokens, mask),
+        eval=TensorDataset(tokens[index], mask[index]),
+        loss=sequence_loss,
+        attributes={"source": source[chosen]},
     )
 
 
