@@ -8,12 +8,12 @@ import numpy as np
 import torch
 
 from losskernel_dist.config import config_from_dict
-from losskernel_dist.rng import minibatch_indices
+from losskernel_dist.rng import minibatch_indices, noise_generator
 from losskernel_dist.sample import sample
 from losskernel_dist.sampler.chain import SGLDSettings, run_chain
 from losskernel_dist.sampler.data import EvalShards
 from losskernel_dist.sampler.functional import FunctionalLoss
-from losskernel_dist.sampler.sgld import sgld_update
+from losskernel_dist.sampler.sgld import draw_noise, fill_noise, sgld_update
 from losskernel_dist.store import RunStore
 from losskernel_dist.tasks import linear
 
@@ -99,3 +99,14 @@ def test_loader_workers_give_the_same_draws(tmp_path):
     plain = _run(tmp_path, "plain", args, chains=1, draws=6)
     workers = _run(tmp_path, "workers", args, chains=1, draws=6, loader_workers=2)
     np.testing.assert_array_equal(plain.losses_array()[...], workers.losses_array()[...])
+
+
+def test_fill_noise_writes_draw_noises_numbers_into_a_slice_of_a_stack():
+    shapes = {"w": (3, 5), "b": (1000,), "c": (7,)}
+    params = {k: torch.zeros(s) for k, s in shapes.items()}
+    expected = draw_noise(params, noise_generator(0, 1, 2, torch.device("cpu")))
+    stack = {k: torch.zeros(4, *s) for k, s in shapes.items()}
+    fill_noise({k: v[2] for k, v in stack.items()}, noise_generator(0, 1, 2, torch.device("cpu")))
+    for k in shapes:
+        assert torch.equal(stack[k][2], expected[k])
+        assert not stack[k][[0, 1, 3]].any()  # the other chains' slices untouched

@@ -24,7 +24,7 @@ from .chain import ChainDiverged, ChainEvent, SGLDSettings
 from .data import EvalShards, fetch_batch
 from .functional import FunctionalLoss, to_device
 from .host import host_array
-from .sgld import Params, draw_noise, sgld_update
+from .sgld import Params, fill_noise, sgld_update
 
 
 def stack_batches(batches: list[Any]) -> Any:
@@ -95,10 +95,9 @@ def run_chains_batched(
         grads, loss = grad_fn(params, to_device(batch, device))
         noise = None
         if settings.noise:
-            noise = _stack([
-                draw_noise(_unstack(params, i), noise_generator(settings.seed, c, step, device))
-                for i, c in enumerate(chains)
-            ])
+            noise = {k: torch.empty_like(v) for k, v in params.items()}
+            for i, c in enumerate(chains):  # each chain's slice from its own key, in place
+                fill_noise(_unstack(noise, i), noise_generator(settings.seed, c, step, device))
         params = sgld_update(
             params, grads, centre, noise, lr=settings.lr, nbeta=settings.nbeta, localization=settings.localization,
         )

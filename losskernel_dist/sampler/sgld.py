@@ -51,3 +51,13 @@ def draw_noise(params: Mapping[str, torch.Tensor], generator: torch.Generator) -
         name: torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype)
         for name, w in params.items()
     }
+
+
+def fill_noise(out: Mapping[str, torch.Tensor], generator: torch.Generator) -> None:
+    """``draw_noise`` written into existing tensors (e.g. one chain's slice of a stack).
+
+    The same numbers as ``draw_noise`` with the same generator state: randn is
+    normal_ on a fresh tensor, and the parameters are visited in the same order.
+    """
+    for w in out.values():
+        w.normal_(generator=generator)
