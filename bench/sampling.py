@@ -9,9 +9,11 @@ like for like.
 
 Variants: baseline (1 process, T threads); ours, one chain at a time (same);
 ours with chains batched under vmap (same); ours as R torchrun ranks with
-T/R threads each.
+T/R threads each. Every variant runs ``--repeats`` times, the rounds interleaved
+(baseline, ours, ... then again) so that a burst of other load hits all of them
+alike; the table reports each variant's fastest round.
 
-    python bench/sampling.py [--n-eval 1000 --chains 4 --draws 20 --threads 2]
+    python bench/sampling.py [--n-eval 1000 --chains 4 --draws 20 --threads 2 --repeats 3]
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-chains", type=int, default=0, help="chains per vmap batch (0: all)")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the best is kept")
     args = ap.parse_args()
     sampler = {"chains": args.chains, "draws": args.draws, "burnin_steps": args.burnin,
                "steps_between_draws": 1, "batch_size": args.batch_size, "lr": 1e-6,
@@ -116,42 +119,55 @@ def main() -> None:
                "threads": args.threads, "device": "cpu"}
     task_args = {"n_eval": args.n_eval}
     root = Path(tempfile.mkdtemp(prefix="bench_sampling_"))
-    rows = []
+    batch = args.batch_chains or args.chains
+    ranks = 2
+    rank_threads = max(1, args.threads // ranks)
+
+    def config(name: str, **extra) -> Path:
+        data = {"task": {"target": args.target, "args": task_args},
+                "sampler": {**sampler, **extra}, "eval": {"batch_size": args.n_eval},
+                "analysis": {"enabled": False}, "output": str(root / name)}
+        path = root / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    def fresh(path: Path) -> str:
+        shutil.rmtree(root / path.stem, ignore_errors=True)  # each round samples from scratch
+        return str(path)
+
+    baseline_cfg = json.dumps({"target": args.target, "args": task_args, "sampler": sampler,
+                               "threads": args.threads, "eval_batch": args.n_eval})
+    single, batched = config("single"), config("batched", chains_per_batch=batch)
+    ranked = config(f"ranks{ranks}")
+    variants = [
+        (f"plain PyTorch loop ({args.threads} threads)",
+         lambda: run_measured(BASELINE, baseline_cfg)),
+        (f"losskernel sample, chain by chain ({args.threads} threads)",
+         lambda: run_measured(OURS, fresh(single))),
+        (f"losskernel sample, {batch} chains batched (vmap, {args.threads} threads)",
+         lambda: run_measured(OURS, fresh(batched))),
+        (f"losskernel sample, torchrun {ranks} ranks x {rank_threads} thread",
+         lambda: ours_ranks(Path(fresh(ranked)), ranks, rank_threads)),
+    ]
+    rounds: dict[str, list[dict]] = {name: [] for name, _ in variants}
     try:
-        base = run_measured(BASELINE, json.dumps({
-            "target": args.target, "args": task_args, "sampler": sampler,
-            "threads": args.threads, "eval_batch": args.n_eval}))
-        rows.append({"variant": f"plain PyTorch loop ({args.threads} threads)", **base})
-
-        def config(name: str, **extra) -> Path:
-            data = {"task": {"target": args.target, "args": task_args},
-                    "sampler": {**sampler, **extra}, "eval": {"batch_size": args.n_eval},
-                    "analysis": {"enabled": False}, "output": str(root / name)}
-            path = root / f"{name}.yaml"
-            path.write_text(yaml.safe_dump(data))
-            return path
-
-        res = run_measured(OURS, str(config("single")))
-        rows.append({"variant": f"losskernel sample, chain by chain ({args.threads} threads)",
-                     **res})
-        batch = args.batch_chains or args.chains
-        try:
-            res = run_measured(OURS, str(config("batched", chains_per_batch=batch)))
-            rows.append({"variant": f"losskernel sample, {batch} chains batched (vmap)", **res})
-        except RuntimeError as exc:
-            rows.append({"variant": f"batched chains unavailable: {str(exc).splitlines()[-1]}"})
-        for ranks in (2,):
-            res = ours_ranks(config(f"ranks{ranks}"), ranks, max(1, args.threads // ranks))
-            rows.append({"variant": f"losskernel sample, torchrun {ranks} ranks x "
-                         f"{max(1, args.threads // ranks)} thread", **res})
+        for _ in range(args.repeats):
+            for name, run in variants:
+                rounds[name].append(run())
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    rows = []
+    for name, results in rounds.items():
+        best = min(results, key=lambda r: r["seconds"])
+        rows.append({"variant": name, **best,
+                     "all_seconds": [round(r["seconds"], 3) for r in results]})
     for r in rows:
         if "seconds" in r:
             r["draws_per_s"] = r["draws"] / r["seconds"]
             r["vs_baseline"] = r["draws_per_s"] / rows[0]["draws_per_s"]
     print(table(rows, ["variant", "draws", "seconds", "draws_per_s", "vs_baseline"]))
-    print(json.dumps({"bench": "sampling", "n_eval": args.n_eval, "chains": args.chains,
+    print(json.dumps({"bench": "sampling", "target": args.target, "n_eval": args.n_eval,
+                      "chains": args.chains, "repeats": args.repeats,
                       "draws": args.draws, "rows": rows, "machine": machine()}))
 
 
