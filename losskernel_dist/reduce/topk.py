@@ -133,7 +133,14 @@ class _Running:
         return self.score[:, -1]
 
     def merge(self, rows: np.ndarray, cols: np.ndarray, scores: np.ndarray) -> None:
-        """Fold candidates (row, column, score) into the lists; columns are new to their rows."""
+        """Fold candidates (row, column, score) into the lists.
+
+        The candidates' columns are all larger than any already listed (columns
+        arrive in increasing order) and come per row in increasing column order, or
+        already ranked; so after the current entries of each row they are in
+        index order among equal scores, and a stable sort by (row, -score) gives
+        the (score descending, index ascending) order.
+        """
         if rows.size == 0:
             return
         k = self.k
@@ -143,7 +150,7 @@ class _Running:
         all_r = np.concatenate([np.repeat(touched, k)[valid], rows])
         all_i = np.concatenate([cur_i[valid], cols])
         all_s = np.concatenate([self.score[touched].reshape(-1)[valid], scores])
-        order = np.lexsort((all_i, -all_s, all_r))
+        order = np.lexsort((-all_s, all_r))
         all_r, all_i, all_s = all_r[order], all_i[order], all_s[order]
         first = np.searchsorted(all_r, touched)
         counts = np.diff(np.append(first, all_r.size))
@@ -163,21 +170,29 @@ class _Running:
         labels: np.ndarray | None,
         clip: bool,
     ) -> None:
-        """Offer the tile's columns j0.. to every row; ``sign`` -1 ranks by -value (bottom)."""
+        """Offer the tile's columns j0.. to every row; ``sign`` -1 ranks by -value (bottom).
+
+        Only rows whose extreme value beats their current k-th best are looked at
+        (a max or min per row, no copy); of those, only the entries that beat it.
+        """
         thr = self.threshold()
         extreme = tile.max(axis=1) if sign > 0 else -tile.min(axis=1)
         hit = np.flatnonzero(extreme > thr)
         if hit.size == 0:
             return
-        sub = tile if hit.size == tile.shape[0] else tile[hit]
+        if 2 * hit.size > tile.shape[0]:  # most rows: compare in place, misses give False
+            hit = np.arange(tile.shape[0])
+            sub = tile
+        else:
+            sub = tile[hit]
         cut = thr[hit, None]
-        above = sub > cut if sign > 0 else sub < -cut
+        above = np.greater(sub, cut) if sign > 0 else np.less(sub, -cut)
         count = int(np.count_nonzero(above))
         if count > 4 * hit.size * self.k:  # many candidates: the tile's own top-k per row first
             del above
             rows, cols, scores = self._dense_candidates(sub, hit, sign, i0, j0, labels, clip)
         else:
-            r_loc, c = np.nonzero(above)
+            r_loc, c = np.divmod(np.flatnonzero(above), sub.shape[1])
             rows, cols = hit[r_loc], c + j0
             scores = sub[r_loc, c] * sign
             keep = cols != rows + i0
