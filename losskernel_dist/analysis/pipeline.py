@@ -345,7 +345,7 @@ def neighbour_examples(ctx: Context, nb: Neighbours, count: int) -> list[dict[st
     """A few references with their top and bottom neighbours, for the report's table."""
     refs = choose_references(ctx.n, count, ctx.cfg.seed)
     text = ctx.label_text()
-    k_top = min(5, nb.top_index.shape[1])
+    k_top = min(5, nb.top_index.shape[1], ctx.k or nb.top_index.shape[1])
     k_bottom = min(5, nb.bottom_index.shape[1])
 
     def item(j: int, rho: float) -> dict[str, Any]:
