@@ -6,7 +6,14 @@ writes covariance and correlation tile by tile. Reported: time, throughput
 (N^2 * M multiply-adds per second), the ratio ours/numpy, and peak RSS. Then an
 out-of-core case whose dense kernel would not fit in this machine's memory.
 
+With ``--topk-n N`` also the neighbours-only reduce (reduce.kernel: neighbours,
+reduce/topk.py) at that N: every row against every column, M N^2 multiply-adds
+plus the running top-k selection, writing only N x k lists; its time, rate, peak
+RSS and the projection of its time to N = 1,000,000 at the measured rate
+(``--only-topk`` skips the dense cases).
+
     python bench/reduce.py [--n 8000 --m 800] [--big-n 50000 --big-m 200] [--skip-big]
+    python bench/reduce.py --only-topk --topk-n 100000 --topk-m 64 [--topk-k 15]
 """
 
 from __future__ import annotations
@@ -58,6 +65,39 @@ RESULT = {"seconds": seconds, "check": float(store.kernel_array("cov")[0, 1])}
 """
 
 
+TOPK = """
+import json, sys, time
+from losskernel_dist.store import RunStore
+from losskernel_dist.reduce.topk import reduce_neighbours
+store = RunStore.open(sys.argv[1], mode="r+")
+t0 = time.perf_counter()
+report = reduce_neighbours(store, k=int(sys.argv[3]), k_bottom=int(sys.argv[4]),
+                           block_size=int(sys.argv[2]))
+seconds = time.perf_counter() - t0
+RESULT = {"seconds": seconds, "cached": report.cached,
+          "check": int(store.read_stream_neighbours()["top_index"][0, 0])}
+"""
+
+PROJECT_N = 1_000_000
+
+
+def topk_case(root: Path, n: int, m: int, chains: int, block: int, k: int, k_bottom: int):
+    """The neighbours-only reduce at N; its rate projected to N = 1,000,000 (same M, k)."""
+    path = root / f"topk_n{n}.zarr"
+    run_measured(MAKE, str(path), str(n), str(m), str(chains))
+    res = run_measured(TOPK, str(path), str(block), str(k), str(k_bottom))
+    shutil.rmtree(path)
+    macs = m * n * n
+    rate = macs / res["seconds"]
+    return {
+        "method": f"losskernel reduce, neighbours only (B={block}, k={k}+{k_bottom})",
+        **res, "n": n, "m": m, "gmacs": rate / 1e9, "peak_rss_mib": res["peak_rss"] / 2**20,
+        "dense_f64_mib": n * n * 8 / 2**20,
+        "projected_seconds_1e6": m * PROJECT_N**2 / rate,
+        "dense_f64_gib_1e6": PROJECT_N**2 * 8 / 2**30,
+    }
+
+
 def case(root: Path, n: int, m: int, chains: int, block: int, dtype: str, with_numpy: bool):
     path = root / f"n{n}.zarr"
     run_measured(MAKE, str(path), str(n), str(m), str(chains))
@@ -83,18 +123,39 @@ def main() -> None:
     ap.add_argument("--big-m", type=int, default=200)
     ap.add_argument("--skip-big", action="store_true")
     ap.add_argument("--dir", default=None, help="scratch directory (needs ~2*big_n^2*4 bytes)")
+    ap.add_argument("--topk-n", type=int, default=0,
+                    help="also run the neighbours-only reduce at this N (0: not run)")
+    ap.add_argument("--topk-m", type=int, default=64, help="draws M of the neighbours case")
+    ap.add_argument("--topk-k", type=int, default=15, help="top-k of the neighbours case")
+    ap.add_argument("--topk-bottom-k", type=int, default=10,
+                    help="bottom-k of the neighbours case")
+    ap.add_argument("--only-topk", action="store_true", help="skip the dense cases")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench_reduce_", dir=args.dir))
+    rows, ratio = [], None
     try:
-        rows = case(root, args.n, args.m, 8, args.block, "float64", with_numpy=True)
-        ratio = rows[0]["seconds"] / rows[1]["seconds"]
-        if not args.skip_big:
-            rows += case(root, args.big_n, args.big_m, 8, args.block, "float32", with_numpy=False)
+        if not args.only_topk:
+            rows = case(root, args.n, args.m, 8, args.block, "float64", with_numpy=True)
+            ratio = rows[0]["seconds"] / rows[1]["seconds"]
+            if not args.skip_big:
+                rows += case(root, args.big_n, args.big_m, 8, args.block, "float32",
+                             with_numpy=False)
+        if args.topk_n:
+            rows.append(topk_case(root, args.topk_n, args.topk_m, 8, args.block, args.topk_k,
+                                  args.topk_bottom_k))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     cols = ["method", "n", "m", "seconds", "gmacs", "peak_rss_mib", "dense_f64_mib"]
     print(table(rows, cols))
-    print(f"\nthroughput ratio ours / numpy.cov: {ratio:.2f} (target >= 0.7)")
+    if ratio is not None:
+        print(f"\nthroughput ratio ours / numpy.cov: {ratio:.2f} (target >= 0.7)")
+    for r in rows:
+        if "projected_seconds_1e6" in r:
+            print(f"\nneighbours only, N = {r['n']:,}, M = {r['m']}: {r['seconds']:.1f} s, "
+                  f"{r['gmacs']:.2f} G multiply-adds/s, peak RSS {r['peak_rss_mib']:.0f} MiB "
+                  f"(dense float64 kernel {r['dense_f64_mib'] / 1024:.1f} GiB); projected to "
+                  f"N = {PROJECT_N:,} at this rate: {r['projected_seconds_1e6'] / 3600:.1f} h "
+                  f"(dense float64 kernel {r['dense_f64_gib_1e6']:,.0f} GiB)")
     print(json.dumps({"bench": "reduce", "ratio_vs_numpy": ratio, "rows": rows,
                       "machine": machine()}))
 
