@@ -18,7 +18,8 @@ Selection. Self is always excluded; with ``exclude_same_label`` so is every
 sample of the row's label (paper Appendix B), as ``analysis/neighbours.py``
 does. The order is that of a stable sort: by score (descending for top,
 ascending for bottom), ties broken by the smaller sample index, so the lists
-equal ``analysis.neighbours.compute_neighbours`` over the dense kernel. A tile
+equal ``analysis.neighbours.compute_neighbours`` over the dense kernel (up to
+the order of values that tie within float rounding). A tile
 only matters for rows whose extreme value beats their current k-th best; for
 those rows the few entries that do become candidates (sparse path), or, when
 many do (the first tiles), the tile's own top-k per row is taken with
