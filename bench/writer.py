@@ -1,0 +1,101 @@
+"""Benchmark: ``losskernel sample`` with synchronous commits against the background writer.
+
+The same run (the modular demo, configs/demo_modular.yaml, shortened) is sampled
+with ``sampler.write_queue`` 0 (draws, checkpoint and done flags written inline)
+and with the background writer, each in a fresh process and a fresh run
+directory, the variants interleaved so that load on a shared machine hits both
+alike. Reported, per repeat and as median and minimum: ``chains_s``, the time
+of the chain loop (``SampleReport.seconds``: every SGLD step, eval pass and
+commit, up to the writer's final drain), and ``total_s``, all of ``sample()``
+(task loading, the reference losses at w* and store creation included); and
+``commit_s``, the time spent making the commits (on the writer thread when
+``write_queue`` > 0, in the chain loop when it is 0: then it is what the writer can
+save at most), with the part of it spent saving checkpoints.
+``--checkpoint-every 2`` makes a commit (with its fsynced checkpoint) at every
+draw: the case where writes weigh most.
+
+    python bench/writer.py [--chains 2 --draws 40 --burnin 20 --repeats 3 --queues 0,4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import machine, run_measured, table  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+CHILD = """
+import json, sys, time
+from losskernel_dist import sample as S
+from losskernel_dist.config import load_config
+spent = {"commits": 0, "commit_s": 0.0, "checkpoint_s": 0.0}
+def timed(fn, key, count=False):
+    def wrapper(*args):
+        t = time.perf_counter()
+        out = fn(*args)
+        spent[key] += time.perf_counter() - t
+        spent["commits"] += count
+        return out
+    return wrapper
+S.ChainWriter._write = timed(S.ChainWriter._write, "commit_s", True)  # one whole commit
+S.save_chain = timed(S.save_chain, "checkpoint_s")                   # its checkpoint part
+config = load_config(sys.argv[1], sys.argv[2:])
+t0 = time.perf_counter()
+report = S.sample(config, progress=False)
+RESULT = {"seconds": time.perf_counter() - t0, "chains_s": report.seconds,
+          "draws": report.draws_written, **spent}
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(REPO / "configs" / "demo_modular.yaml"))
+    parser.add_argument("--chains", type=int, default=2)
+    parser.add_argument("--draws", type=int, default=40)
+    parser.add_argument("--burnin", type=int, default=20)
+    parser.add_argument("--checkpoint-every", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--queues", default="0,4", help="comma-separated sampler.write_queue")
+    args = parser.parse_args()
+    queues = [int(q) for q in args.queues.split(",")]
+    times: dict[int, list[float]] = {q: [] for q in queues}
+    totals: dict[int, list[float]] = {q: [] for q in queues}
+    commits: dict[int, list[dict]] = {q: [] for q in queues}
+    with tempfile.TemporaryDirectory(prefix="bench_writer_") as tmp:
+        for r in range(args.repeats):
+            for q in queues:
+                out = Path(tmp) / f"q{q}_r{r}"
+                sets = [f"sampler.chains={args.chains}", f"sampler.draws={args.draws}",
+                        f"sampler.burnin_steps={args.burnin}",
+                        f"sampler.checkpoint_every={args.checkpoint_every}",
+                        f"sampler.threads={args.threads}", "sampler.device=cpu",
+                        f"sampler.write_queue={q}", f"output={out}"]
+                res = run_measured(CHILD, args.config, *sets,
+                                   env={"OMP_NUM_THREADS": str(args.threads)})
+                times[q].append(res["chains_s"])
+                totals[q].append(res["seconds"])
+                commits[q].append({k: res[k] for k in ("commits", "commit_s", "checkpoint_s")})
+                print(f"repeat {r} write_queue {q}: chains {res['chains_s']:.2f} s, "
+                      f"total {res['seconds']:.2f} s, {res['draws']} draws, "
+                      f"{res['commits']} commits taking {res['commit_s']:.3f} s "
+                      f"(checkpoints {res['checkpoint_s']:.3f} s)", file=sys.stderr, flush=True)
+    rows = [{"write_queue": q, "chains_median_s": statistics.median(t), "chains_min_s": min(t),
+             "total_median_s": statistics.median(totals[q]),
+             "commit_median_s": statistics.median(c["commit_s"] for c in commits[q]),
+             "chains_runs_s": " ".join(f"{x:.2f}" for x in t)} for q, t in times.items()]
+    print(table(rows, ["write_queue", "chains_median_s", "chains_min_s", "total_median_s",
+                       "commit_median_s", "chains_runs_s"]))
+    print(json.dumps({"args": vars(args), "chains_s": times, "total_s": totals,
+                      "commits": commits, "machine": machine()}))
+
+
+if __name__ == "__main__":
+    main()
