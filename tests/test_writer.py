@@ -160,8 +160,11 @@ def test_the_writer_gives_the_same_store_on_cuda(tmp_path):
         sample(config_from_dict(run_config(run, chains=2, device="cuda", write_queue=q)),
                progress=False)
         out[q] = store_arrays(run)
-    assert out[4]["done"].all()
-    assert_same_arrays(out[4], out[0])
+    # Equal up to CUDA's run-to-run rounding (tests/test_distributed.py's tolerance): the
+    # writer does not touch the compute, but CUDA does not promise bitwise repeatability.
+    assert out[4]["done"].all() and (out[4]["done"] == out[0]["done"]).all()
+    for name in ("losses", "train_loss"):
+        np.testing.assert_allclose(out[4][name], out[0][name], rtol=1e-5, atol=1e-7)
 
 
 # ---------------------------------------------------------------------------- in sample
