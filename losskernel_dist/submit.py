@@ -120,15 +120,19 @@ class SampleChains(submitit.helpers.Checkpointable):
 
 
 def reduce_job(run_dir: str, allow_partial: bool) -> dict[str, Any]:
-    """The reduce job: the kernel of a finished run (what ``losskernel reduce`` does)."""
-    from .reduce.kernel import reduce_store
+    """The reduce job: the kernel of a finished run, exactly what ``losskernel reduce`` does.
+
+    Same dispatch as the CLI (``reduce.kernel``: dense kernel, streamed neighbours or
+    both; ``reduce.engine``), from the run's own resolved config.
+    """
+    from .config import config_from_dict
+    from .reduce.run import reduce_run
     from .sample import read_run_config
 
-    cfg = read_run_config(Path(run_dir)).get("reduce", {})
-    store = RunStore.open(store_path(Path(run_dir)), mode="r+")
-    report = reduce_store(
-        store, block_size=cfg.get("block_size", 2048), dtype=cfg.get("dtype", "float64"),
-        threads=cfg.get("threads", 0), allow_partial=allow_partial,
+    config = config_from_dict(read_run_config(Path(run_dir)))
+    report = reduce_run(
+        store_path(Path(run_dir)), config.reduce, allow_partial=allow_partial,
+        exclude_same_label=config.analysis.exclude_same_label,
     )
     return report.as_attrs()
 

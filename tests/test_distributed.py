@@ -182,3 +182,19 @@ def test_slurm_options_reach_the_executor(tmp_path):
     data["slurm"].update(signal_delay_s=60, cluster="pbs")
     with pytest.raises(ConfigError, match="slurm.cluster"):
         config_from_dict(data)
+
+
+@pytest.mark.parametrize("kernel", ["dense", "neighbours", "both"])
+def test_the_submitted_reduce_job_honours_reduce_kernel(tmp_path, kernel):
+    """The SLURM reduce job reduces as 'losskernel reduce' does, from the run's config."""
+    from losskernel_dist.store import RunStore
+    from losskernel_dist.submit import reduce_job
+
+    run = tmp_path / "run"
+    data = run_config(run, chains=2, draws=6)
+    data["reduce"].update(kernel=kernel, neighbours_k=3, neighbours_bottom_k=0)
+    sample(config_from_dict(data), progress=False)
+    reduce_job(str(run), allow_partial=False)
+    store = RunStore.open(run / "store.zarr")
+    assert store.has_kernel() == (kernel != "neighbours")
+    assert store.has_stream_neighbours() == (kernel != "dense")
