@@ -105,7 +105,9 @@ class EvalConfig:
 @dataclass
 class ReduceConfig:
     block_size: int = _help("columns per block of the blockwise covariance", 2048)
-    dtype: str = _help("dtype of kernel/cov and kernel/corr: float64 or float32", "float64")
+    dtype: str = _help(
+        "dtype of kernel/cov and kernel/corr (float64 accumulation either way): float32 or float64",
+        "float32")
     threads: int = _help("dask threads for the reduction (0: one per core)", 0)
     engine: str = _help("'dask' (CPU), 'torch' (tiled product on reduce.device), 'auto'", "auto")
     device: str = _help("torch engine device: 'auto' (cuda if available), 'cpu', 'cuda:K'", "auto")
