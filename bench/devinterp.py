@@ -348,8 +348,8 @@ def main() -> None:
         if "floor" in variants:
             res = run_measured(FLOOR, child_cfg("floor", threads),
                                env={**env, "OMP_NUM_THREADS": str(threads)})
-            add("floor", f"plain PyTorch SGLD loop + numpy.cov ({threads} threads)", threads,
-                res, threads)
+            add("floor", f"plain PyTorch SGLD loop + numpy.cov ({threads} thread"
+                f"{'s' * (threads > 1)})", threads, res, threads)
 
         def config(name: str, t: int, **extra) -> Path:
             data = {"task": {"target": TARGET, "args": task_args},
@@ -372,12 +372,16 @@ def main() -> None:
                 res = run_measured(OURS, str(config("batched", threads, chains_per_batch=batch)),
                                    str(root / "batched.npy"),
                                    env={**env, "OMP_NUM_THREADS": str(threads)})
-                add("batched", f"ours, {batch} chains batched under vmap ({threads} threads)",
-                    threads, res, threads)
+                add("batched", f"ours, {batch} chains batched under vmap ({threads} thread"
+                    f"{'s' * (threads > 1)})", threads, res, threads)
             except RuntimeError as exc:
                 rows.append({"variant": f"batched chains failed: {str(exc).splitlines()[-1]}"})
         rank_counts = [int(r) for r in args.ranks.split(",") if r.strip()]
         for ranks in rank_counts if "ranks" in variants else []:
+            if ranks > args.chains:
+                rows.append({"variant": f"torchrun {ranks} ranks skipped: only "
+                             f"{args.chains} chains (a rank runs whole chains)"})
+                continue
             per = max(1, threads // ranks)
             name = f"ranks{ranks}"
             res = ours_ranks(config(name, per), root / f"{name}.npy", ranks, per, env)
