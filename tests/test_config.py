@@ -75,6 +75,14 @@ def test_overrides_are_dotted_yaml_values(tmp_path, write_config):
         load_config(path, ["sampler.lr=-1"])
 
 
+@pytest.mark.parametrize(("written", "expected"), [("on", "on"), ("off", "off"), ("'on'", "on"),
+                                                  ("imagenet1k", "imagenet1k")])
+def test_unquoted_wordnet_on_off_is_not_read_as_a_boolean(tmp_path, write_config, written,
+                                                           expected):
+    path = write_config(linear_config(tmp_path / "run"))
+    assert load_config(path, [f"analysis.wordnet={written}"]).analysis.wordnet == expected
+
+
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
