@@ -187,8 +187,6 @@ class AnalysisConfig:
             raise ConfigError(f"analysis.umap_min_dist: must be in [0, 1], got {self.umap_min_dist}")
         _nonneg_int("analysis.seed", self.seed)
         _positive_int("analysis.max_plot_samples", self.max_plot_samples)
-        if isinstance(self.wordnet, bool):  # YAML 1.1 reads an unquoted on/off as true/false
-            self.wordnet = "on" if self.wordnet else "off"
         if self.wordnet not in ("auto", "on", "off", "imagenet1k"):
             raise ConfigError(
                 f"analysis.wordnet: expected auto, on, off or imagenet1k, got {self.wordnet!r}"
@@ -504,6 +502,8 @@ def _check_type(key: str, value: Any, annotation: Any) -> Any:
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
         return value
     if annotation is str:
+        if isinstance(value, bool):  # YAML 1.1 reads an unquoted on/off (e.g. wordnet: on) as a bool
+            value = "on" if value else "off"
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
