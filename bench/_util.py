@@ -10,8 +10,10 @@ import sys
 import textwrap
 
 
-def run_measured(code: str, *args: str, env: dict | None = None) -> dict:
-    """Run ``code`` in a fresh Python; it must print one JSON dict as its last line.
+def run_measured(
+    code: str, *args: str, env: dict | None = None, python: str = sys.executable
+) -> dict:
+    """Run ``code`` in a fresh ``python``; it must print one JSON dict as its last line.
 
     The child's own peak RSS (VmHWM, which, unlike getrusage, does not inherit the
     parent's high-water mark across exec) is added as ``peak_rss``.
@@ -25,12 +27,51 @@ def run_measured(code: str, *args: str, env: dict | None = None) -> dict:
         print(json.dumps(RESULT))
     """)
     out = subprocess.run(
-        [sys.executable, "-c", wrapper, *args],
+        [python, "-c", wrapper, *args],
         capture_output=True, text=True, env={**os.environ, **(env or {})},
     )
     if out.returncode:
         raise RuntimeError(f"benchmark child failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# The floor every sampling benchmark compares against: the same SGLD steps and eval
+# passes as `losskernel sample`, in the plainest PyTorch (module parameters updated in
+# place, one torch generator, no store, no keys, no checkpoints). A benchmark's child
+# code defines ``task``, ``s`` (the sampler section), ``eval_batch`` and ``seed`` before
+# it, and reads ``out`` (chains, draws, N) and ``seconds`` after it.
+PLAIN_SGLD_LOOP = """
+model = task.model.eval()
+params = [p for p in model.parameters() if p.requires_grad]
+anchor = [p.detach().clone() for p in params]
+train = task.train.tensors
+ev = task.eval.tensors
+n, N, b = len(train[0]), len(ev[0]), s["batch_size"]
+shards = [[t[i:i + eval_batch] for t in ev] for i in range(0, N, eval_batch)]
+lr, nbeta, loc = s["lr"], s["nbeta"], s["localization"]
+total = s["burnin_steps"] + s["draws"] * s["steps_between_draws"]
+out = np.empty((s["chains"], s["draws"], N), np.float32)
+gen = torch.Generator().manual_seed(seed)
+t0 = time.perf_counter()
+for c in range(s["chains"]):
+    with torch.no_grad():
+        for p, a in zip(params, anchor):
+            p.copy_(a)
+    for step in range(total):
+        idx = torch.randperm(n, generator=gen)[:b]
+        loss = task.loss(model, [t[idx] for t in train]).mean()
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            for p, g, a in zip(params, grads, anchor):
+                p.add_(-(lr / 2) * (nbeta * g + loc * (p - a))
+                       + math.sqrt(lr) * torch.randn(p.shape, generator=gen))
+        after = step + 1 - s["burnin_steps"]
+        if after > 0 and after % s["steps_between_draws"] == 0:
+            with torch.inference_mode():
+                vec = torch.cat([task.loss(model, sh) for sh in shards])
+            out[c, after // s["steps_between_draws"] - 1] = vec.numpy()
+seconds = time.perf_counter() - t0
+"""
 
 
 def machine() -> dict:

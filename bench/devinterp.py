@@ -102,7 +102,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import machine, run_measured, table  # noqa: E402
+from _util import PLAIN_SGLD_LOOP, machine, run_measured, table  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = "examples.text_task:build_windows"
@@ -124,43 +124,15 @@ import json, math, sys, time, torch, numpy as np
 cfg = json.loads(sys.argv[1])
 torch.set_num_threads(cfg["threads"])
 from examples.text_task import build_windows
-s = cfg["sampler"]
+s, eval_batch = cfg["sampler"], cfg["eval_batch"]
+seed = s["seed"] + 12345
 task = build_windows(**cfg["args"])
-model = task.model.eval()
-params = [p for p in model.parameters() if p.requires_grad]
-anchor = [p.detach().clone() for p in params]
-train = task.train.tensors
-ev = task.eval.tensors
-eb = cfg["eval_batch"]
-shards = [[t[i:i + eb] for t in ev] for i in range(0, len(ev[0]), eb)]
-n, b = len(train[0]), s["batch_size"]
-lr, nbeta, loc = s["lr"], s["nbeta"], s["localization"]
-total = s["burnin_steps"] + s["draws"] * s["steps_between_draws"]
-out = np.empty((s["chains"], s["draws"], len(ev[0])), np.float32)
-gen = torch.Generator().manual_seed(s["seed"] + 12345)
-t0 = time.perf_counter()
-for c in range(s["chains"]):
-    with torch.no_grad():
-        for p, a in zip(params, anchor):
-            p.copy_(a)
-    for step in range(total):
-        idx = torch.randperm(n, generator=gen)[:b]
-        loss = task.loss(model, [t[idx] for t in train]).mean()
-        grads = torch.autograd.grad(loss, params)
-        with torch.no_grad():
-            for p, g, a in zip(params, grads, anchor):
-                p.add_(-(lr / 2) * (nbeta * g + loc * (p - a))
-                       + math.sqrt(lr) * torch.randn(p.shape, generator=gen))
-        after = step + 1 - s["burnin_steps"]
-        if after > 0 and after % s["steps_between_draws"] == 0:
-            with torch.inference_mode():
-                vec = torch.cat([task.loss(model, sh) for sh in shards])
-            out[c, after // s["steps_between_draws"] - 1] = vec.numpy()
+""" + PLAIN_SGLD_LOOP + """
 t1 = time.perf_counter()
 kernel = np.cov(out.reshape(-1, out.shape[-1]).astype(np.float64), rowvar=False)
 t2 = time.perf_counter()
 np.save(cfg["kernel_out"], kernel)
-RESULT = {"sample_s": t1 - t0, "kernel_s": t2 - t1, "draws": int(out.shape[0] * out.shape[1])}
+RESULT = {"sample_s": seconds, "kernel_s": t2 - t1, "draws": int(out.shape[0] * out.shape[1])}
 """
 
 DEVINTERP = """
@@ -225,23 +197,6 @@ if int(os.environ.get("RANK", "0")) == 0:
     RESULT["kernel_s"] = time.perf_counter() - t1
     np.save(sys.argv[2], RunStore.open(store_path(config.run_dir)).kernel_array("cov")[...])
 """
-
-
-def run_python(python: str, code: str, *args: str, env: dict | None = None) -> dict:
-    """``_util.run_measured`` with another interpreter (the devinterp venv)."""
-    wrapper = textwrap.dedent(code) + textwrap.dedent("""
-        def _vmhwm():
-            for line in open("/proc/self/status"):
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-        RESULT["peak_rss"] = _vmhwm()
-        print(json.dumps(RESULT))
-    """)
-    out = subprocess.run([python, "-c", wrapper, *args], capture_output=True, text=True,
-                         env={**os.environ, **(env or {})})
-    if out.returncode:
-        raise RuntimeError(f"benchmark child failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def ours_ranks(config_path: Path, kernel_out: Path, ranks: int, threads: int, env: dict) -> dict:
@@ -342,8 +297,8 @@ def main() -> None:
 
         for t in sorted({1, threads}) if "devinterp" in variants else []:
             env_t = {**env, "OMP_NUM_THREADS": str(t)}
-            res = run_python(args.devinterp_python, DEVINTERP, child_cfg(f"devinterp{t}", t),
-                             env=env_t)
+            res = run_measured(DEVINTERP, child_cfg(f"devinterp{t}", t), env=env_t,
+                               python=args.devinterp_python)
             add(f"devinterp{t}", f"devinterp 2.0.1 bif ({t} thread{'s' * (t > 1)})", t, res, t)
         if "floor" in variants:
             res = run_measured(FLOOR, child_cfg("floor", threads),

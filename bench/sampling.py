@@ -30,45 +30,16 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import machine, run_measured, table  # noqa: E402
+from _util import PLAIN_SGLD_LOOP, machine, run_measured, table  # noqa: E402
 
 BASELINE = """
 import json, math, sys, time, torch, numpy as np
 cfg = json.loads(sys.argv[1])
 torch.set_num_threads(cfg["threads"])
 from losskernel_dist.task import load_task
-s = cfg["sampler"]
+s, eval_batch, seed = cfg["sampler"], cfg["eval_batch"], 0
 task = load_task(cfg["target"], cfg["args"])
-model = task.model.eval()
-params = [p for p in model.parameters() if p.requires_grad]
-anchor = [p.detach().clone() for p in params]
-train = task.train.tensors
-ev = task.eval.tensors
-n, N, b = len(train[0]), len(ev[0]), s["batch_size"]
-shards = [[t[i:i + cfg["eval_batch"]] for t in ev] for i in range(0, N, cfg["eval_batch"])]
-lr, nbeta, loc = s["lr"], s["nbeta"], s["localization"]
-total = s["burnin_steps"] + s["draws"] * s["steps_between_draws"]
-out = np.empty((s["chains"], s["draws"], N), np.float32)
-gen = torch.Generator().manual_seed(0)
-t0 = time.perf_counter()
-for c in range(s["chains"]):
-    with torch.no_grad():
-        for p, a in zip(params, anchor):
-            p.copy_(a)
-    for step in range(total):
-        idx = torch.randperm(n, generator=gen)[:b]
-        loss = task.loss(model, [t[idx] for t in train]).mean()
-        grads = torch.autograd.grad(loss, params)
-        with torch.no_grad():
-            for p, g, a in zip(params, grads, anchor):
-                p.add_(-(lr / 2) * (nbeta * g + loc * (p - a))
-                       + math.sqrt(lr) * torch.randn(p.shape, generator=gen))
-        after = step + 1 - s["burnin_steps"]
-        if after > 0 and after % s["steps_between_draws"] == 0:
-            with torch.inference_mode():
-                vec = torch.cat([task.loss(model, sh) for sh in shards])
-            out[c, after // s["steps_between_draws"] - 1] = vec.numpy()
-seconds = time.perf_counter() - t0
+""" + PLAIN_SGLD_LOOP + """
 RESULT = {"seconds": seconds, "draws": int(out.shape[0] * out.shape[1])}
 """
 
