@@ -70,8 +70,9 @@ def test_nan_chain_is_reported_and_isolated_and_reduce_needs_allow_partial(tmp_p
     assert used["partial"] and used["chains_used"] == [0, 2]
     assert used["excluded"]["failed_chains"] == [1] and used["draws_used"] == 24
     x = a["losses"][[0, 2]].reshape(24, -1).astype(np.float64)
+    # stored as float32 (reduce.dtype's default), accumulated in float64
     np.testing.assert_allclose(np.asarray(store.kernel_array("cov")[...]), np.cov(x.T),
-                               rtol=1e-10, atol=1e-15)
+                               rtol=1e-6, atol=1e-12)
 
 
 def test_unfinished_chains_need_allow_partial_which_records_the_missing_draws(tmp_path):
