@@ -48,9 +48,9 @@ def _unstack(params: Params, i: int) -> Params:
 
 
 def _distances(params: Params, centre: Params) -> torch.Tensor:
-    """||w_c - w*|| of every chain c over all sampled parameters, float64 of shape [chains]."""
+    """||w_c - w*|| of every chain c, float64 of shape [chains]; NaN/inf where a parameter is."""
     return torch.stack([
-        ((v.to(torch.float64) - centre[k].to(torch.float64)) ** 2).reshape(v.shape[0], -1).sum(1)
+        (v - centre[k]).square().reshape(v.shape[0], -1).sum(dim=1, dtype=torch.float64)
         for k, v in params.items()
     ]).sum(0).sqrt()
 
@@ -116,17 +116,18 @@ def run_chains_batched(
             bad = np.flatnonzero(~np.isfinite(values[:, i]))
             if bad.size:
                 raise ChainDiverged(c, pending_start + int(bad[0]), "the minibatch training loss")
-        finite = torch.stack([
-            torch.isfinite(v).reshape(g, -1).all(dim=1) for v in params.values()
-        ]).all(dim=0)
-        if not bool(finite.all()):
-            raise ChainDiverged(chains[int((~finite).nonzero()[0])], taken, "a parameter")
-        losses = distances = None
+        distances = _distances(params, centre).cpu().numpy()  # also the finiteness check
+        if not np.isfinite(distances).all():
+            finite = torch.stack([
+                torch.isfinite(v).reshape(g, -1).all(dim=1) for v in params.values()
+            ]).all(dim=0)
+            if not bool(finite.all()):
+                raise ChainDiverged(chains[int((~finite).nonzero()[0])], taken, "a parameter")
+        losses = None
         if any(keep):
             with torch.inference_mode():
                 # to the host for the writer: pinned and non-blocking on CUDA (sampler/host.py)
                 losses = host_array(torch.cat([eval_fn(params, b) for b in shards], dim=1))
-                distances = _distances(params, centre).cpu().numpy()
             for i, c in enumerate(chains):
                 if keep[i] and not np.isfinite(losses[i]).all():
                     raise ChainDiverged(c, taken, "the eval loss vector")

@@ -93,14 +93,14 @@ def loss_vector(fl: FunctionalLoss, params: Params, shards: EvalShards) -> torch
 def distance_from(params: Params, anchor: Params) -> torch.Tensor:
     """||w - w*|| over every sampled parameter, as a 0-d float64 tensor on the device.
 
-    Returned as a tensor so that the caller decides when to synchronise with
-    the host (only at events, alongside the loss vector it copies anyway).
+    Squares are summed in float64 without float64 copies of the weights. The value
+    is NaN or infinite when a parameter is, so one pass serves as the chain's
+    finiteness check too. Returned as a tensor so that the caller decides when to
+    synchronise with the host (only at events).
     """
-    total = sum(
-        ((p.detach().to(torch.float64) - anchor[k].to(torch.float64)) ** 2).sum()
-        for k, p in params.items()
-    )
-    return torch.as_tensor(total).sqrt()
+    return torch.stack([
+        (p.detach() - anchor[k]).square().sum(dtype=torch.float64) for k, p in params.items()
+    ]).sum().sqrt()
 
 
 def _all_finite(params: Params) -> bool:
@@ -176,8 +176,9 @@ def run_chain(
         if not (keep or ckpt):
             continue
         values, start = flush(taken)
-        if not _all_finite(params):
-            raise ChainDiverged(chain, taken, "a parameter")
+        distance = distance_from(params, anchor)
+        if not bool(torch.isfinite(distance)) and not _all_finite(params):
+            raise ChainDiverged(chain, taken, "a parameter")  # (else only the square overflowed)
         event = ChainEvent(chain=chain, step=taken, train_start=start, train_loss=values)
         if keep:
             # to the host for the writer: pinned and non-blocking on CUDA (sampler/host.py)
@@ -185,7 +186,7 @@ def run_chain(
             if not np.isfinite(losses).all():
                 raise ChainDiverged(chain, taken, "the eval loss vector")
             event.draw, event.losses = draw, losses
-            event.distance = float(distance_from(params, anchor))
+            event.distance = float(distance)
         if ckpt:
             event.params = params
         yield event
