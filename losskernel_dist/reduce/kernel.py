@@ -20,10 +20,11 @@ BLAS thread so the cores are not oversubscribed.
 
 Peak memory, with P dask threads, M rows and block width B (bytes):
 
-    about (P + 1) * 3 * M * B * 8  +  P * 4 * B**2 * 8
+    about (P + 2) * 3 * M * B * 8  +  P * 4 * B**2 * 8
 
-(a float32 read, its float64 centred copy and the left block; a tile, its
-correlation and their transposes in transit), independent of N.
+(a float32 read, its float64 centred copy and the two left blocks of a pair of
+block rows; a tile, its correlation and their transposes in transit),
+independent of N.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def record_report(
 
 def peak_memory_bytes(m: int, block: int, threads: int) -> int:
     """The docstring's bound on reduce's working memory (not counting the interpreter)."""
-    return (threads + 1) * 3 * m * block * 8 + threads * 4 * block**2 * 8
+    return (threads + 2) * 3 * m * block * 8 + threads * 4 * block**2 * 8
 
 
 def select_rows(store: RunStore, allow_partial: bool) -> tuple[np.ndarray, list[int], dict]:
@@ -163,19 +164,35 @@ def _write_tile(
     cov /= m - 1
     if i0 == j0:
         cov = (cov + cov.T) / 2  # exact symmetry on the diagonal tile
-    corr = cov * inv_sd[i0:i1, None]
-    corr *= inv_sd[None, j0:j1]
+    dtype = out["cov"].dtype
+    corr = np.empty(cov.shape, dtype)  # computed straight into the output dtype: one pass less
+    np.multiply(cov, inv_sd[i0:i1, None], out=corr, casting="same_kind")
+    corr *= inv_sd[None, j0:j1].astype(dtype)
     np.clip(corr, -1.0, 1.0, out=corr)
     if i0 == j0:
         corr = (corr + corr.T) / 2
-    dtype = out["cov"].dtype
-    cov, corr = cov.astype(dtype, copy=False), corr.astype(dtype, copy=False)
+    cov = cov.astype(dtype, copy=False)
     out["cov"][i0:i1, j0:j1] = cov
     out["corr"][i0:i1, j0:j1] = corr
     if i0 != j0:
         out["cov"][j0:j1, i0:i1] = cov.T
         out["corr"][j0:j1, i0:i1] = corr.T
     return cov.size
+
+
+def paired_block_rows(n: int, block: int) -> list[list[int]]:
+    """Start columns of the block rows, paired first with last, second with second-to-last...
+
+    Block row i of the upper triangle has one tile fewer than row i - 1, so one
+    row at a time leaves the threads idle as the rows shorten; each pair has the
+    same number of tiles (rows + 1), which keeps every thread busy while only two
+    left blocks are held at once.
+    """
+    starts = list(range(0, n, block))
+    pairs = []
+    while starts:
+        pairs.append([starts.pop(0)] + ([starts.pop()] if starts else []))
+    return pairs
 
 
 def reduce_store(
@@ -204,18 +221,20 @@ def reduce_store(
         out["var"][:] = var
         inv_sd = inverse_sd(var)
         xc = x - mean
-        starts = range(0, n, block)
-        bar = tqdm(starts, desc="reduce", unit="block row", disable=not progress,
-                   file=sys.stderr, dynamic_ncols=True)
+        bar = tqdm(total=len(range(0, n, block)), desc="reduce", unit="block row",
+                   disable=not progress, file=sys.stderr, dynamic_ncols=True)
         # dask's threads already fill the cores: one BLAS thread each avoids oversubscription
         with threadpool_limits(limits=1 if workers > 1 else None, user_api="blas"):
-            for i0 in bar:
-                i1 = min(i0 + block, n)
-                left = xc[:, i0:i1].to_delayed()[0, 0]
-                tiles = [
-                    dask.delayed(_write_tile)(left, right, i0, i0 + j * block, m, inv_sd, out)
-                    for j, right in enumerate(xc[:, i0:].to_delayed()[0])
-                ]
+            for rows_together in paired_block_rows(n, block):
+                tiles = []
+                for i0 in rows_together:
+                    left = xc[:, i0:min(i0 + block, n)].to_delayed()[0, 0]
+                    tiles += [
+                        dask.delayed(_write_tile)(left, right, i0, i0 + j * block, m, inv_sd, out)
+                        for j, right in enumerate(xc[:, i0:].to_delayed()[0])
+                    ]
                 dask.compute(*tiles)
+                bar.update(len(rows_together))
+        bar.close()
 
     return record_report(store, "dask", m, used_chains, n, block, excluded, t0)
