@@ -241,8 +241,8 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=20, help="kept draws per chain")
     ap.add_argument("--burnin", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=32, help="SGLD minibatch b (divides N)")
-    ap.add_argument("--eval-batch", type=int, default=256,
-                    help="eval shard of ours and the floor (devinterp's is --batch-size)")
+    ap.add_argument("--eval-batch", type=int, default=0,
+                    help="eval shard of ours and the floor (0: devinterp's, i.e. --batch-size)")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--nbeta", type=float, default=30.0,
                     help="ours; devinterp gets n_beta = nbeta * (seq_len - 1)")
@@ -254,6 +254,9 @@ def main() -> None:
                     help="which variants to run, comma-separated")
     ap.add_argument("--devinterp-python", default=str(REPO / ".venv-devinterp" / "bin" / "python"))
     args = ap.parse_args()
+    # like for like: devinterp evaluates its observable in minibatches of b, and on a CPU
+    # the shard size alone moves the eval pass by up to 1.6x (cache), so ours uses b too
+    args.eval_batch = args.eval_batch or args.batch_size
     variants = {v.strip() for v in args.variants.split(",") if v.strip()}
     unknown = variants - {"devinterp", "floor", "ours", "batched", "ranks"}
     if unknown:
