@@ -199,6 +199,27 @@ def train_model(
 # --------------------------------------------------------------------------- task
 
 
+def _trained_or_loaded(
+    checkpoint: str | None, tokens: Tensor, mask: Tensor, hparams: dict, steps: int, seed: int
+) -> TinyGPT:
+    """The model saved in ``checkpoint`` (``{"hparams", "state_dict"}``), else trained here."""
+    if checkpoint is None:
+        return train_model(tokens, mask, hparams, steps, seed)
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    model = TinyGPT(**saved["hparams"])
+    model.load_state_dict(saved["state_dict"])
+    return model.eval()
+
+
+def _eval_subset(n: int, n_eval: int | None, eval_seed: int, what: str) -> np.ndarray:
+    """Sorted indices of the ``n_eval`` kernel samples, a seeded subset of ``n`` (all if None)."""
+    if n_eval is None:
+        return np.arange(n)
+    if not 0 < n_eval <= n:
+        raise ValueError(f"n_eval={n_eval} but the corpus gives {n} {what}")
+    return np.sort(np.random.default_rng(eval_seed).choice(n, size=n_eval, replace=False))
+
+
 def build(
     text_file: str | None = None,
     max_len: int = 64,
@@ -228,21 +249,12 @@ def build(
     sources = sorted({src for _, src in corpus})
     source = np.array([sources.index(src) for _, src in corpus], dtype=np.int64)
     tokens, mask = encode(sentences, max_len)
-    if checkpoint is not None:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        model = TinyGPT(**saved["hparams"])
-        model.load_state_dict(saved["state_dict"])
-        model.eval()
-    else:
-        hparams = {"width": width, "heads": 4, "layers": layers, "context": max_len}
-        model = train_model(tokens, mask, hparams, train_steps, seed)
+    hparams = {"width": width, "heads": 4, "layers": layers, "context": max_len}
+    model = _trained_or_loaded(checkpoint, tokens, mask, hparams, train_steps, seed)
     if trainable is not None:
         for name, p in model.named_parameters():
             p.requires_grad_(any(name.startswith(prefix) for prefix in trainable))
-    chosen = np.arange(len(sentences))
-    if n_eval is not None:
-        rng = np.random.default_rng(eval_seed)
-        chosen = np.sort(rng.choice(len(sentences), size=n_eval, replace=False))
+    chosen = _eval_subset(len(sentences), n_eval, eval_seed, "sentences")
     index = torch.from_numpy(chosen)
     return Task(
         model=model,
@@ -307,21 +319,9 @@ def build_windows(
     """
     tokens, source, _ = byte_windows(text_file, seq_len)
     mask = torch.ones((len(tokens), seq_len - 1), dtype=torch.float32)
-    if checkpoint is not None:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        model = TinyGPT(**saved["hparams"])
-        model.load_state_dict(saved["state_dict"])
-        model.eval()
-    else:
-        hparams = {"width": width, "heads": heads, "layers": layers, "context": seq_len}
-        model = train_model(tokens, mask, hparams, train_steps, seed)
-    chosen = np.arange(len(tokens))
-    if n_eval is not None:
-        if n_eval > len(tokens):
-            raise ValueError(f"n_eval={n_eval} but the corpus gives only {len(tokens)} "
-                             f"windows of {seq_len} bytes")
-        rng = np.random.default_rng(eval_seed)
-        chosen = np.sort(rng.choice(len(tokens), size=n_eval, replace=False))
+    hparams = {"width": width, "heads": heads, "layers": layers, "context": seq_len}
+    model = _trained_or_loaded(checkpoint, tokens, mask, hparams, train_steps, seed)
+    chosen = _eval_subset(len(tokens), n_eval, eval_seed, f"windows of {seq_len} bytes")
     index = torch.from_numpy(chosen)
     return Task(
         model=model,
