@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .config import GuardsConfig
+from .config import GuardsConfig, guards_from_dict
 from .rng import minibatch_indices
 from .sampler.chain import loss_vector
 from .sampler.data import EvalShards, fetch_batch
@@ -359,3 +359,13 @@ def enforce(report: GuardReport, guards: GuardsConfig) -> list[str]:
             + lines[0]
         )
     return lines
+
+
+def run_verdict(store: RunStore, run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The guard rails' verdict on every chain of a run, with each flag's likely fix.
+
+    What ``losskernel info`` prints and the analysis report shows, judged with the
+    run's own ``guards`` settings.
+    """
+    report = check_run(store, guards_from_dict(dict(run_config)))
+    return {**report.as_dict(), "lines": report.lines()}

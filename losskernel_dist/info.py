@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .checkpoint import load_chain
+from .guards import run_verdict
 from .locks import holders
 from .sample import LOCKS_NAME, checkpoint_dir, read_run_config, store_path
 from .store import STATUS_OK, RunStore
@@ -81,18 +82,9 @@ def run_info(run_dir: Path) -> dict[str, Any]:
                    for k in ("done", "running", "interrupted", "pending", "failed")},
         "slurm": _slurm(run_dir),
         "summary": (metrics or {}).get("summary"),
-        "guards": _guards(store, config),
+        "guards": run_verdict(store, config),
         "config": config,
     }
-
-
-def _guards(store: RunStore, config: dict[str, Any]) -> dict[str, Any]:
-    """The guard rails' verdict on every chain (guards.py), with each flag's likely fix."""
-    from .config import guards_from_dict
-    from .guards import check_run
-
-    report = check_run(store, guards_from_dict(config))
-    return {**report.as_dict(), "lines": report.lines()}
 
 
 _FAILED_STATES = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",

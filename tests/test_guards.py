@@ -9,10 +9,13 @@ decision rules on synthetic series where the right answer is known.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
 
+from losskernel_dist.analysis.pipeline import analyze_run
 from losskernel_dist.cli import main
 from losskernel_dist.config import GuardsConfig, config_from_dict
 from losskernel_dist.guards import check_arrays, check_run, measure_reference
@@ -184,6 +187,14 @@ def test_diverging_runs_are_reported_with_the_fix(tmp_path, write_config, capsys
     assert "likely fix: lower sampler.lr" in out
 
 
+def _analysed_report(run) -> str:
+    """Reduce and analyse a sampled run; the HTML report's text."""
+    assert main(["reduce", str(run), "--no-progress"]) == 0
+    metrics = analyze_run(run)
+    assert metrics["summary"]["guard_flagged_chains"] == len(metrics["guards"]["flagged_chains"])
+    return (run / "analysis" / "index.html").read_text()
+
+
 def test_weak_localization_is_flagged_and_an_error_when_configured(tmp_path, write_config,
                                                                    capsys):
     top = float(precision_spectrum(SINGULAR, 10.0).max())
@@ -195,6 +206,7 @@ def test_weak_localization_is_flagged_and_an_error_when_configured(tmp_path, wri
     assert "warning" not in err
     report = check_run(RunStore.open(tmp_path / "strong" / "store.zarr"), GuardsConfig())
     assert not report.flagged, report.lines()
+    assert "No chain flagged" in _analysed_report(tmp_path / "strong")
 
     weak = dict(strong, output=str(tmp_path / "weak"))
     weak["sampler"] = dict(strong["sampler"], localization=1e-4 * top)
@@ -208,6 +220,11 @@ def test_weak_localization_is_flagged_and_an_error_when_configured(tmp_path, wri
     assert report.flagged and not any(c.divergent for c in report.chains)
     assert np.mean([c.eval_increase for c in report.chains]) > 2 * report.eval_tolerance
     assert max(c.train_increase for c in report.chains) < report.loss_tolerance
+    html = _analysed_report(tmp_path / "weak")  # the report carries every flag and its fix
+    assert f"{len(report.flagged)} chain(s) flagged" in html
+    items = re.findall(r"<li>(chain \d+ [^<]*)</li>", html)
+    assert len(items) == len(report.lines())
+    assert all("likely fix: raise sampler.localization" in item for item in items)
 
     weak["guards"] = {"action": "error"}
     assert main(["sample", str(write_config(weak, "weak.yaml")), "--no-progress"]) == 2

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..config import AnalysisConfig, ConfigError, _build
+from ..guards import run_verdict
 from ..sample import read_run_config, store_path
 from ..store import RunStore, StoreError
 from . import plots
@@ -147,7 +148,7 @@ def analyze_run(run_dir: Path) -> dict:
     preflight(ctx)
     ctx.metrics["run"] = run_section(ctx, reduce_info)
     timings: dict[str, float] = {}
-    for step in (step_hierarchy, step_images, step_neighbours, step_groups, step_picture,
+    for step in (step_guards, step_hierarchy, step_images, step_neighbours, step_groups, step_picture,
                  step_maps, step_convergence, step_memorization, step_taxonomic_lift,
                  step_attribute_lift, step_thumbnails):
         t_step = time.perf_counter()
@@ -199,6 +200,12 @@ def preflight(ctx: Context) -> None:
         raise ConfigError(str(exc)) from exc
     if ctx.cfg.wordnet in ("on", "imagenet1k") and ctx.labels is None:
         raise ConfigError(f"analysis.wordnet: {ctx.cfg.wordnet}, but the run has no labels")
+
+
+def step_guards(ctx: Context) -> None:
+    """The guard rails' verdict on the chains, so the report says when a kernel rests on
+    chains that blew up, drifted or kept moving away from w* (guards.py)."""
+    ctx.metrics["guards"] = run_verdict(ctx.store, ctx.run_config)
 
 
 def step_hierarchy(ctx: Context) -> None:
@@ -657,6 +664,8 @@ def summary(ctx: Context) -> dict[str, float | int]:
     """Short name -> number, the CLI prints these."""
     m = ctx.metrics
     out: dict[str, Any] = {"n": ctx.n, "draws": ctx.draws}
+    if "guards" in m:
+        out["guard_flagged_chains"] = len(m["guards"]["flagged_chains"])
     nb = m.get("neighbours", {})
     out["mean_top1_corr"] = nb.get("mean_top1_corr")
     auc = m.get("groups", {}).get("pc1_auc", {})

@@ -44,6 +44,7 @@ nav a { margin-right: 0.9em; font-size: 0.9em; }
 SECTIONS = [
     ("summary", "Summary"),
     ("run", "The run"),
+    ("guards", "Guard rails"),
     ("convergence", "Chain health and convergence"),
     ("maps", "Maps of the kernel"),
     ("picture", "The kernel matrix"),
@@ -58,6 +59,7 @@ SECTIONS = [
 SUMMARY_TEXT = {
     "n": "samples N in the kernel",
     "draws": "draws (pooled over chains) the kernel rests on",
+    "guard_flagged_chains": "chains the guard rails flagged (0 = none; see Guard rails)",
     "mean_top1_corr": "mean correlation of each sample with its nearest neighbour",
     "pc1_auc": "ROC-AUC of the first principal component for the two groups (1 = separated)",
     "within_cov_mean": "mean covariance of pairs within a group",
@@ -167,6 +169,26 @@ def _run(metrics: Mapping[str, Any], config: Mapping[str, Any]) -> str:
     return (intro + _table(rows)
             + "<details><summary>Resolved configuration (config.yaml)</summary><pre>"
             + _e(yaml.safe_dump(dict(config), sort_keys=False)) + "</pre></details>")
+
+
+def _guards(metrics: Mapping[str, Any]) -> str:
+    guards = metrics.get("guards")
+    if not guards:
+        return ""
+    rows = [("training loss at w* (reference)", guards.get("reference_train_loss")),
+            ("drift tolerance", guards.get("loss_tolerance")),
+            ("blow-up threshold", guards.get("blowup_threshold")),
+            ("eval-loss tolerance", guards.get("eval_tolerance"))]
+    lines = guards.get("lines") or []
+    if not lines:
+        verdict = ('<p class="ok">No chain flagged: every chain kept its training and eval '
+                   "losses near their values at w* and its distance from w* steady.</p>")
+    else:
+        verdict = (f'<p class="warn">{len(guards["flagged_chains"])} chain(s) flagged: the '
+                   "kernel may measure a drift or a blow-up rather than the model. Each flag "
+                   "with its likely fix:</p><ul>"
+                   + "".join(f"<li>{_e(line)}</li>" for line in lines) + "</ul>")
+    return verdict + _table(rows)
 
 
 def _convergence(metrics: Mapping[str, Any], folder: Path) -> str:
@@ -355,6 +377,7 @@ def render(metrics: Mapping[str, Any], config: Mapping[str, Any], folder: Path) 
     bodies = {
         "summary": _summary(metrics),
         "run": _run(metrics, config),
+        "guards": _guards(metrics),
         "convergence": _convergence(metrics, folder),
         "maps": _maps(metrics, folder),
         "picture": _picture(metrics, folder),
