@@ -145,6 +145,16 @@ def store_arrays(run_dir: Path) -> dict[str, np.ndarray]:
             ("losses", "done", "train_loss", "chain_status")}
 
 
+def reduce_as_configured(run_dir: Path) -> None:
+    """Reduce a run the way 'losskernel reduce' and the submitted reduce job do (its config)."""
+    from losskernel_dist.config import config_from_dict
+    from losskernel_dist.reduce.run import reduce_run
+    from losskernel_dist.sample import read_run_config, store_path
+
+    config = config_from_dict(read_run_config(Path(run_dir)))
+    reduce_run(store_path(Path(run_dir)), config.reduce)
+
+
 def kernel_arrays(run_dir: Path) -> dict[str, np.ndarray]:
     from losskernel_dist.sample import store_path
     from losskernel_dist.store import RunStore

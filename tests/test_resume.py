@@ -22,16 +22,13 @@ from losskernel_dist.checkpoint import ChainState, chain_path, load_chain, resto
 from losskernel_dist.cli import main as cli_main
 from losskernel_dist.config import config_from_dict
 from losskernel_dist.locks import holders
-from losskernel_dist.reduce.kernel import reduce_store
 from losskernel_dist.sample import (
     RunDirError,
     _covered,
     draws_kept_by,
     sample,
     settings_from,
-    store_path,
 )
-from losskernel_dist.store import RunStore
 
 from .dist_helpers import (
     REPO,
@@ -40,6 +37,7 @@ from .dist_helpers import (
     done_count,
     kernel_arrays,
     losskernel_cmd,
+    reduce_as_configured,
     run_config,
     store_arrays,
     subprocess_env,
@@ -52,7 +50,7 @@ WRITE_QUEUES = [0, 4]  # synchronous commits, and the background writer (sampler
 
 
 def _reduce(run_dir: Path) -> None:
-    reduce_store(RunStore.open(store_path(run_dir), mode="r+"), block_size=8, threads=1)
+    reduce_as_configured(run_dir)  # as the CLI and the submitted reduce job do
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,7 @@ import pytest
 
 from losskernel_dist.config import config_from_dict
 from losskernel_dist.info import format_info, run_info
-from losskernel_dist.reduce.kernel import reduce_store
-from losskernel_dist.sample import sample, store_path
-from losskernel_dist.store import RunStore
+from losskernel_dist.sample import sample
 from losskernel_dist.submit import submission_status
 
 from .dist_helpers import (
@@ -34,6 +32,7 @@ from .dist_helpers import (
     kernel_arrays,
     losskernel_cmd,
     poisoned_config,
+    reduce_as_configured,
     run_config,
     run_losskernel,
     store_arrays,
@@ -76,7 +75,7 @@ def reference(tmp_path_factory) -> dict[str, dict[str, np.ndarray]]:
     """The uninterrupted local run (slow_linear computes the same numbers as linear)."""
     run = tmp_path_factory.mktemp("reference") / "run"
     sample(config_from_dict(run_config(run, chains=CHAINS)), progress=False)
-    reduce_store(RunStore.open(store_path(run), mode="r+"), block_size=8, threads=1)
+    reduce_as_configured(run)  # as the submitted reduce job does
     return {"arrays": store_arrays(run), "kernel": kernel_arrays(run)}
 
 
