@@ -50,11 +50,14 @@ class FunctionalLoss:
         self.eval_autocast = eval_autocast
         self.module = _LossModule(model, task.loss)
         self.device = device
-        # Parameters the user froze (requires_grad=False) are held fixed like buffers.
+        # Parameters the user froze (requires_grad=False) and buffers stay in the module,
+        # fixed at their trained values: only the sampled parameters are swapped in.
         self.param_names = [n for n, p in model.named_parameters() if p.requires_grad]
-        frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
-        buffers = {n: b.detach() for n, b in model.named_buffers()}
-        self.fixed = {_PREFIX + n: t for n, t in {**frozen, **buffers}.items()}
+        # One tensor used under two names (tied embeddings) is listed once by
+        # named_parameters; only then must functional_call re-tie the other name
+        # (tie_weights), which costs a search on every call.
+        self.tied = (len(list(model.named_parameters(remove_duplicate=False)))
+                     != len(list(model.named_parameters())))
 
     def initial_params(self) -> dict[str, torch.Tensor]:
         """Copies of the trained parameters w* (the chain start and localization centre)."""
@@ -63,8 +66,9 @@ class FunctionalLoss:
 
     def losses(self, params: Mapping[str, torch.Tensor], batch: Any) -> torch.Tensor:
         """Per-sample losses, shape [B]."""
-        full = {**self.fixed, **{_PREFIX + n: t for n, t in params.items()}}
-        out = functional_call(self.module, full, (batch,), strict=False)
+        swapped = {_PREFIX + n: t for n, t in params.items()}
+        out = functional_call(self.module, swapped, (batch,), strict=False,
+                              tie_weights=self.tied)
         if out.ndim != 1:
             raise ValueError(
                 f"Task.loss must return per-sample losses of shape [B], got shape {tuple(out.shape)}"
