@@ -63,9 +63,8 @@ devinterp runs in ``model.train()`` (the model has no dropout: no difference) an
 gets ``loss_fn`` = the same forward as ours (``model(ids[:, :-1])``, cross-entropy
 against ``ids[:, 1:]``), so both do identical work per sequence. Other devinterp
 settings: ``batch_size`` b (it also evaluates the observable in batches of b: N / b
-forward passes per draw; ours and the floor use shards of ``--eval-batch``, 256: on
-this 2-core CPU one shard of 1,024 windows ran ~1.6x slower than shards of 32-512,
-its activations no longer fitting in cache), ``init_seed`` the seed,
+forward passes per draw; ours and the floor use shards of ``--eval-batch``, by
+default the same b, so that all three do the same passes), ``init_seed`` the seed,
 ``num_init_loss_batches=1`` (its per-chain loss at w*, kept minimal), its defaults
 otherwise (per-step token losses and minibatch ids written to its Zarr store,
 minibatch order shared by the chains). Its eval order is a seeded shuffle of the
@@ -254,8 +253,7 @@ def main() -> None:
                     help="which variants to run, comma-separated")
     ap.add_argument("--devinterp-python", default=str(REPO / ".venv-devinterp" / "bin" / "python"))
     args = ap.parse_args()
-    # like for like: devinterp evaluates its observable in minibatches of b, and on a CPU
-    # the shard size alone moves the eval pass by up to 1.6x (cache), so ours uses b too
+    # like for like: devinterp evaluates its observable in minibatches of b, so ours does too
     args.eval_batch = args.eval_batch or args.batch_size
     variants = {v.strip() for v in args.variants.split(",") if v.strip()}
     unknown = variants - {"devinterp", "floor", "ours", "batched", "ranks"}

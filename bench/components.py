@@ -1,0 +1,178 @@
+"""Benchmark: the per-component timings that docs/performance.md explains the totals with.
+
+Each part is timed in this one process, fastest of several repeats, against
+its own baseline measured alongside:
+
+* ``eval_shards``: one loss-vector pass over N samples at w* for several shard
+  sizes (on a CPU the shard size alone moves it, through the cache);
+* ``vmap``: G chains' gradient and eval pass under ``vmap`` against G one-chain
+  passes (the batched sampler against chain by chain);
+* ``functional_call``: the model called through ``FunctionalLoss`` against the
+  module called directly (the re-parametrisation's overhead per call);
+* ``reduce_tile``: one B x B tile of the reduce: the product, the scaling to
+  covariance and correlation, and writing it (and its transpose) to a Zarr array
+  as the store's kernel arrays do, and with Zarr's default all-equal scan.
+
+    python bench/components.py [--threads 1 --n-eval 1000 --chains 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+from torch.func import functional_call, grad_and_value, vmap
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import machine, table  # noqa: E402
+
+from losskernel_dist.rng import minibatch_indices  # noqa: E402
+from losskernel_dist.sampler.batched import _stack, stack_batches  # noqa: E402
+from losskernel_dist.sampler.data import EvalShards, fetch_batch  # noqa: E402
+from losskernel_dist.sampler.functional import FunctionalLoss  # noqa: E402
+from losskernel_dist.store import _codecs  # noqa: E402
+from losskernel_dist.task import load_task  # noqa: E402
+
+
+def best_ms(fn, repeats: int = 5) -> float:
+    """Fastest of ``repeats`` calls after one warm-up, in milliseconds."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times) * 1e3
+
+
+def eval_shards(task, fl: FunctionalLoss, sizes: list[int]) -> list[dict]:
+    params = fl.initial_params()
+    rows = []
+    for size in sizes:
+        shards = EvalShards(task.eval, size, torch.device("cpu"), cache=True)
+
+        def one_pass(shards=shards):
+            with torch.inference_mode():
+                for batch in shards:
+                    fl.eval_losses(params, batch)
+
+        rows.append({"part": "eval_shards", "what": f"eval pass, shards of {size}",
+                     "ms": best_ms(one_pass, 3)})
+    return rows
+
+
+def vmapped(task, fl: FunctionalLoss, chains: int, batch_size: int) -> list[dict]:
+    p0 = fl.initial_params()
+    stacked = _stack([p0] * chains)
+    batches = [fetch_batch(task.train, minibatch_indices(0, c, 0, len(task.train), batch_size))
+               for c in range(chains)]
+    stacked_batches = stack_batches(batches)
+    grad_fn = vmap(grad_and_value(fl.mean_loss))
+    eval_fn = vmap(fl.eval_losses, in_dims=(0, None))
+    evalset = fetch_batch(task.eval, np.arange(len(task.eval)))
+    rows = [
+        {"part": "vmap", "what": f"{chains} one-chain gradients", "ms":
+         best_ms(lambda: [fl.grad_and_loss(p0, b) for b in batches])},
+        {"part": "vmap", "what": f"{chains} chains' gradient under vmap", "ms":
+         best_ms(lambda: grad_fn(stacked, stacked_batches))},
+    ]
+    with torch.inference_mode():
+        rows += [
+            {"part": "vmap", "what": f"{chains} one-chain eval passes", "ms":
+             best_ms(lambda: [fl.eval_losses(p0, evalset) for _ in range(chains)], 3)},
+            {"part": "vmap", "what": f"{chains} chains' eval pass under vmap", "ms":
+             best_ms(lambda: eval_fn(stacked, evalset), 3)},
+        ]
+    return rows
+
+
+def reparametrisation(task, fl: FunctionalLoss) -> list[dict]:
+    """Per-call cost on a tiny batch, where the overhead is not hidden by the compute."""
+    params = fl.initial_params()
+    batch = fetch_batch(task.train, np.arange(8))
+    swapped = {"model." + k: v for k, v in params.items()}
+    with torch.no_grad():
+        return [
+            {"part": "functional_call", "what": "module called directly (8 samples)",
+             "ms": best_ms(lambda: fl.module(batch), 200)},
+            {"part": "functional_call", "what": "FunctionalLoss.losses (8 samples)",
+             "ms": best_ms(lambda: fl.losses(params, batch), 200)},
+            {"part": "functional_call", "what": "functional_call with tie_weights (old)",
+             "ms": best_ms(lambda: functional_call(fl.module, swapped, (batch,), strict=False),
+                           200)},
+        ]
+
+
+def reduce_tile(block: int, m: int, root: Path) -> list[dict]:
+    rng = np.random.default_rng(0)
+    left, right = rng.standard_normal((m, block)), rng.standard_normal((m, block))
+    inv_sd = rng.random(2 * block)
+    cov = left.T @ right
+
+    def scale():
+        c = cov / (m - 1)
+        corr = np.empty(c.shape, np.float32)
+        np.multiply(c, inv_sd[:block, None], out=corr, casting="same_kind")
+        corr *= inv_sd[None, block:].astype(np.float32)
+        np.clip(corr, -1.0, 1.0, out=corr)
+
+    rows = [{"part": "reduce_tile", "what": f"product of a {block} x {block} tile (M = {m})",
+             "ms": best_ms(lambda: left.T @ right, 3)},
+            {"part": "reduce_tile", "what": "scaling to covariance and correlation (float32)",
+             "ms": best_ms(scale, 3)}]
+    for dtype in ("float64", "float32"):
+        tile = cov.astype(dtype)
+        # the store's kernel arrays (crc32c checksum, no compression) write every tile
+        # once, whole, so they skip zarr's scan for chunks equal to the fill value
+        for scan in (True, False):
+            arr = zarr.create_array(root / f"{dtype}_{scan}.zarr", shape=(2 * block, 2 * block),
+                                    chunks=(block, block), dtype=dtype,
+                                    config={"write_empty_chunks": not scan},
+                                    **_codecs(compress=False))
+            how = "with the all-equal scan" if scan else "as the store writes it"
+            rows.append({"part": "reduce_tile", "what": f"write tile, {dtype}, {how}",
+                         "ms": best_ms(lambda a=arr, t=tile: a.__setitem__(
+                             (slice(0, block), slice(block, None)), t), 3)})
+            rows.append({"part": "reduce_tile", "what": f"write transpose, {dtype}, {how}",
+                         "ms": best_ms(lambda a=arr, t=tile: a.__setitem__(
+                             (slice(block, None), slice(0, block)), t.T), 3)})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--target", default="losskernel_dist.tasks.modular:build")
+    ap.add_argument("--n-eval", type=int, default=1000)
+    ap.add_argument("--chains", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--block", type=int, default=2048)
+    ap.add_argument("--m", type=int, default=800)
+    ap.add_argument("--shards", default="32,128,256,1000")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    task = load_task(args.target, {"n_eval": args.n_eval})
+    fl = FunctionalLoss(task, torch.device("cpu"))
+    root = Path(tempfile.mkdtemp(prefix="bench_components_"))
+    try:
+        rows = (eval_shards(task, fl, [int(s) for s in args.shards.split(",")])
+                + vmapped(task, fl, args.chains, args.batch_size)
+                + reparametrisation(task, fl)
+                + reduce_tile(args.block, args.m, root))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(table(rows, ["part", "what", "ms"]))
+    print(json.dumps({"bench": "components", "target": args.target, "n_eval": args.n_eval,
+                      "threads": args.threads, "rows": rows, "machine": machine()}))
+
+
+if __name__ == "__main__":
+    main()
