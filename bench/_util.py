@@ -35,6 +35,37 @@ def run_measured(
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def run_torchrun(
+    code: str, workdir, ranks: int, threads: int, *args: str, env: dict | None = None
+) -> list[dict]:
+    """Run ``code`` (which sets ``RESULT``) as ``ranks`` torchrun processes; their RESULTs.
+
+    Each rank writes its RESULT to a file of its own (printed lines of several ranks
+    can interleave mid-line). ``threads`` is each rank's OMP_NUM_THREADS.
+    """
+    from pathlib import Path
+
+    workdir = Path(workdir)
+    files = [workdir / f"rank{r}.json" for r in range(ranks)]
+    for f in files:
+        f.unlink(missing_ok=True)
+    script = workdir / "torchrun_child.py"
+    script.write_text(textwrap.dedent(code) + textwrap.dedent(f"""
+        import os as _os
+        with open({str(workdir)!r} + f"/rank{{_os.environ['RANK']}}.json", "w") as _f:
+            _f.write(json.dumps(RESULT))
+    """))
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone",
+         f"--nproc_per_node={ranks}", str(script), *args],
+        capture_output=True, text=True,
+        env={**os.environ, **(env or {}), "OMP_NUM_THREADS": str(threads)},
+    )
+    if out.returncode:
+        raise RuntimeError(f"torchrun benchmark failed:\n{out.stderr[-3000:]}")
+    return [json.loads(f.read_text()) for f in files]
+
+
 # The floor every sampling benchmark compares against: the same SGLD steps and eval
 # passes as `losskernel sample`, in the plainest PyTorch (module parameters updated in
 # place, one torch generator, no store, no keys, no checkpoints). A benchmark's child

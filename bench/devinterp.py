@@ -91,17 +91,15 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import PLAIN_SGLD_LOOP, machine, run_measured, table  # noqa: E402
+from _util import PLAIN_SGLD_LOOP, machine, run_measured, run_torchrun, table  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = "examples.text_task:build_windows"
@@ -200,17 +198,8 @@ if int(os.environ.get("RANK", "0")) == 0:
 
 def ours_ranks(config_path: Path, kernel_out: Path, ranks: int, threads: int, env: dict) -> dict:
     """Ours under torchrun: wall time of rank 0 (it waits for every rank, then reduces)."""
-    script = config_path.parent / "ours_rank.py"
-    script.write_text(textwrap.dedent(OURS) + "\nprint(json.dumps(RESULT))\n")
-    out = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone",
-         f"--nproc_per_node={ranks}", str(script), str(config_path), str(kernel_out),
-         f"sampler.threads={threads}"],
-        capture_output=True, text=True, env={**env, "OMP_NUM_THREADS": str(threads)},
-    )
-    if out.returncode:
-        raise RuntimeError(out.stderr[-3000:])
-    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith('{"sample_s"')]
+    rows = run_torchrun(OURS, config_path.parent, ranks, threads, str(config_path),
+                        str(kernel_out), f"sampler.threads={threads}", env=env)
     main = next(r for r in rows if "kernel_s" in r)
     return {"sample_s": max(r["sample_s"] for r in rows), "kernel_s": main["kernel_s"],
             "draws": sum(r["draws"] for r in rows), "peak_rss": None}

@@ -8,21 +8,22 @@ Each variant runs in a fresh process; threads are pinned so the comparison is
 like for like.
 
 Variants: baseline (1 process, T threads); ours, one chain at a time (same);
-ours with chains batched under vmap (same); ours as R torchrun ranks with
+ours with chains batched (same threads): the minibatch gradients under vmap and
+the loss-vector pass as ``sampler.batched_eval: auto`` picks it (chain by chain
+on the CPU), and once more with both under vmap; ours as R torchrun ranks with
 T/R threads each. Every variant runs ``--repeats`` times, the rounds interleaved
 (baseline, ours, ... then again) so that a burst of other load hits all of them
 alike; the table reports each variant's fastest round.
 
     python bench/sampling.py [--n-eval 1000 --chains 4 --draws 20 --threads 2 --repeats 3]
+    python bench/sampling.py --chains 8 --batch-size 32 --steps-between 4   # gradient-bound
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -30,7 +31,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import PLAIN_SGLD_LOOP, machine, run_measured, table  # noqa: E402
+from _util import PLAIN_SGLD_LOOP, machine, run_measured, run_torchrun, table  # noqa: E402
 
 BASELINE = """
 import json, math, sys, time, torch, numpy as np
@@ -55,19 +56,8 @@ RESULT = {"seconds": report.seconds, "draws": report.draws_written}
 
 def ours_ranks(config_path: Path, ranks: int, threads: int) -> dict:
     """Ours under torchrun with ``ranks`` processes; wall time of the sampling part."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    code = OURS.replace("RESULT = {", "print(json.dumps({'rank_seconds': report.seconds}))\nRESULT = {")
-    script = config_path.parent / "ours_rank.py"
-    script.write_text(code + "\nprint(json.dumps(RESULT))\n")
-    out = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone",
-         f"--nproc_per_node={ranks}", str(script), str(config_path),
-         f"sampler.threads={threads}"],
-        capture_output=True, text=True, env=env,
-    )
-    if out.returncode:
-        raise RuntimeError(out.stderr[-3000:])
-    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith('{"seconds"')]
+    rows = run_torchrun(OURS, config_path.parent, ranks, threads, str(config_path),
+                        f"sampler.threads={threads}")
     return {"seconds": max(r["seconds"] for r in rows), "draws": sum(r["draws"] for r in rows),
             "peak_rss": None}
 
@@ -79,13 +69,14 @@ def main() -> None:
     ap.add_argument("--chains", type=int, default=4)
     ap.add_argument("--draws", type=int, default=20)
     ap.add_argument("--burnin", type=int, default=10)
+    ap.add_argument("--steps-between", type=int, default=1, help="SGLD steps between draws")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-chains", type=int, default=0, help="chains per vmap batch (0: all)")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the best is kept")
     args = ap.parse_args()
     sampler = {"chains": args.chains, "draws": args.draws, "burnin_steps": args.burnin,
-               "steps_between_draws": 1, "batch_size": args.batch_size, "lr": 1e-6,
+               "steps_between_draws": args.steps_between, "batch_size": args.batch_size, "lr": 1e-6,
                "nbeta": 500.0, "localization": 30000.0, "checkpoint_every": 50, "seed": 0,
                "threads": args.threads, "device": "cpu"}
     task_args = {"n_eval": args.n_eval}
@@ -109,14 +100,19 @@ def main() -> None:
     baseline_cfg = json.dumps({"target": args.target, "args": task_args, "sampler": sampler,
                                "threads": args.threads, "eval_batch": args.n_eval})
     single, batched = config("single"), config("batched", chains_per_batch=batch)
+    all_vmap = config("batched_vmap", chains_per_batch=batch, batched_eval="vmap")
     ranked = config(f"ranks{ranks}")
     variants = [
         (f"plain PyTorch loop ({args.threads} threads)",
          lambda: run_measured(BASELINE, baseline_cfg)),
         (f"losskernel sample, chain by chain ({args.threads} threads)",
          lambda: run_measured(OURS, fresh(single))),
-        (f"losskernel sample, {batch} chains batched (vmap, {args.threads} threads)",
+        (f"losskernel sample, {batch} chains batched (vmap gradients, eval auto, "
+         f"{args.threads} threads)",
          lambda: run_measured(OURS, fresh(batched))),
+        (f"losskernel sample, {batch} chains batched (vmap gradients and eval, "
+         f"{args.threads} threads)",
+         lambda: run_measured(OURS, fresh(all_vmap))),
         (f"losskernel sample, torchrun {ranks} ranks x {rank_threads} thread",
          lambda: ours_ranks(Path(fresh(ranked)), ranks, rank_threads)),
     ]
@@ -139,6 +135,7 @@ def main() -> None:
     print(table(rows, ["variant", "draws", "seconds", "draws_per_s", "vs_baseline"]))
     print(json.dumps({"bench": "sampling", "target": args.target, "n_eval": args.n_eval,
                       "chains": args.chains, "repeats": args.repeats,
+                      "batch_size": args.batch_size, "steps_between": args.steps_between,
                       "draws": args.draws, "rows": rows, "machine": machine()}))
 
 

@@ -50,7 +50,7 @@ from .distributed import Placement, ProcessGroup, chains_for, placement_from_env
 from .fingerprint import batches_fingerprint, dict_fingerprint, model_fingerprint
 from .guards import ensure_reference
 from .locks import ChainLocks
-from .sampler.batched import run_chains_batched
+from .sampler.batched import batched_eval_mode, import_transform_machinery, run_chains_batched
 from .sampler.chain import ChainDiverged, ChainEvent, SGLDSettings, run_chain
 from .sampler.data import EvalShards
 from .sampler.functional import FunctionalLoss
@@ -439,6 +439,8 @@ def _sample(
     shards = EvalShards(task.eval, config.eval.batch_size, device, cache=config.eval.cache,
                         channels_last=config.eval.channels_last)
     fingerprints = task_fingerprints(task, shards)
+    if config.sampler.chains_per_batch > 1:
+        import_transform_machinery()
     mine = chains if chains is not None else chains_for(
         placement.rank, placement.world_size, config.sampler.chains
     )
@@ -551,6 +553,7 @@ def _run_chains(
                         anchor=anchor,
                         skip_draw=lambda c, t: bool(rows[c][t]),
                         should_stop=lambda: stop.requested,
+                        eval_mode=batched_eval_mode(config.sampler.batched_eval, fl.device),
                     )
                 for event in events:
                     commit(event, writers)

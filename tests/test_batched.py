@@ -22,22 +22,26 @@ def _run(tmp_path, name, **sampler) -> RunStore:
     return RunStore.open(tmp_path / name / "store.zarr")
 
 
-def test_batched_chains_match_single_chains(tmp_path):
+@pytest.mark.parametrize("batched_eval", ["vmap", "chains"])
+def test_batched_chains_match_single_chains(tmp_path, batched_eval):
     single = _run(tmp_path, "single")
-    batched = _run(tmp_path, "batched", chains_per_batch=3)  # groups of 3 and 2
+    batched = _run(tmp_path, "batched", chains_per_batch=3,  # groups of 3 and 2
+                   batched_eval=batched_eval)
     assert batched.done().all()
     np.testing.assert_allclose(batched.losses_array()[...], single.losses_array()[...],
                                rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(batched.train_loss(), single.train_loss(), rtol=RTOL, atol=ATOL)
 
 
-def test_modular_transformer_batched_matches(tmp_path):
+@pytest.mark.parametrize("batched_eval", ["vmap", "chains"])
+def test_modular_transformer_batched_matches(tmp_path, batched_eval):
     data = linear_config(tmp_path / "m1", chains=2, draws=2, burnin_steps=2, batch_size=64,
                          lr=3e-8, nbeta=500.0, localization=1e5)
     data["task"] = {"target": "losskernel_dist.tasks.modular:build", "args": {"n_eval": 40}}
     sample(config_from_dict(data), progress=False)
     data["output"] = str(tmp_path / "m2")
     data["sampler"]["chains_per_batch"] = 2
+    data["sampler"]["batched_eval"] = batched_eval
     sample(config_from_dict(data), progress=False)
     a = RunStore.open(tmp_path / "m1" / "store.zarr").losses_array()[...]
     b = RunStore.open(tmp_path / "m2" / "store.zarr").losses_array()[...]
@@ -64,3 +68,18 @@ def test_batch_groups_respect_resume_steps(size):
     for g in groups:
         assert len(g) <= size
         assert len({states[c].step if states[c] else 0 for c in g}) == 1
+
+
+def test_batched_eval_modes_and_bad_value():
+    import torch
+
+    from losskernel_dist.config import ConfigError
+    from losskernel_dist.sampler.batched import batched_eval_mode
+
+    assert batched_eval_mode("auto", torch.device("cpu")) == "chains"
+    assert batched_eval_mode("auto", torch.device("cuda", 0)) == "vmap"
+    assert batched_eval_mode("vmap", torch.device("cpu")) == "vmap"
+    data = linear_config("unused", chains=2, draws=2)
+    data["sampler"]["batched_eval"] = "loop"
+    with pytest.raises(ConfigError, match="sampler.batched_eval: expected auto, vmap or chains"):
+        config_from_dict(data)

@@ -7,6 +7,14 @@ key (seed, chain, step), and one vmapped gradient and one vmapped eval pass
 serve them all. The events are the single-chain events, one per chain, so the
 caller commits them exactly as before. Draws agree with ``run_chain`` to
 floating-point tolerance (batched kernels may round differently).
+
+The loss-vector pass is either vmapped too (``eval_mode="vmap"``) or run chain
+by chain on the stacked parameters' slices (``"chains"``). On an accelerator
+one chain's pass may leave the device idle, so the vmapped pass wins; on a CPU
+one chain's eval shard already keeps the cores busy with large GEMMs, and the
+vmapped pass is slower (``torch.bmm`` runs well below ``addmm``'s rate there:
+docs/performance.md), while the minibatch gradient, small per chain, still
+gains from batching.
 """
 
 from __future__ import annotations
@@ -25,6 +33,26 @@ from .data import EvalShards, fetch_batch
 from .functional import FunctionalLoss, to_device
 from .host import host_array
 from .sgld import Params, fill_noise, sgld_update
+
+EVAL_MODES = ("vmap", "chains")
+
+
+def batched_eval_mode(setting: str, device: torch.device) -> str:
+    """The eval mode ``sampler.batched_eval`` names; 'auto' is vmap except on the CPU."""
+    if setting == "auto":
+        return "chains" if device.type == "cpu" else "vmap"
+    if setting not in EVAL_MODES:
+        raise ValueError(f"batched eval must be auto or one of {EVAL_MODES}, got {setting!r}")
+    return setting
+
+
+def import_transform_machinery() -> None:
+    """Import what ``torch.func.grad`` imports on its first call (torch._dynamo).
+
+    That import takes seconds (about 3 s on a 2-core VM): a process start-up
+    cost, paid here, before the chains start, rather than inside the first step.
+    """
+    import torch._dynamo  # noqa: F401
 
 
 def stack_batches(batches: list[Any]) -> Any:
@@ -67,13 +95,17 @@ def run_chains_batched(
     anchor: Params | None = None,
     skip_draw: Callable[[int, int], bool] = lambda chain, draw: False,
     should_stop: Callable[[], bool] = lambda: False,
+    eval_mode: str = "vmap",
 ) -> Iterator[ChainEvent]:
     """Advance ``chains`` together from ``start_step``; yields per-chain events.
 
     ``skip_draw(chain, t)`` says that chain's draw t is stored already. A draw
-    point where every chain's draw is stored skips the eval pass. If one chain
-    diverges, ChainDiverged names it; the caller restarts the others.
+    point where every chain's draw is stored skips the eval pass (with
+    ``eval_mode="chains"``, so does each stored chain). If one chain diverges,
+    ChainDiverged names it; the caller restarts the others.
     """
+    if eval_mode not in EVAL_MODES:
+        raise ValueError(f"eval_mode must be one of {EVAL_MODES}, got {eval_mode!r}")
     device = fl.device
     g = len(chains)
     anchor = anchor if anchor is not None else fl.initial_params()
@@ -123,18 +155,23 @@ def run_chains_batched(
             ]).all(dim=0)
             if not bool(finite.all()):
                 raise ChainDiverged(chains[int((~finite).nonzero()[0])], taken, "a parameter")
-        losses = None
+        losses: list[np.ndarray | None] = [None] * g
         if any(keep):
             with torch.inference_mode():
                 # to the host for the writer: pinned and non-blocking on CUDA (sampler/host.py)
-                losses = host_array(torch.cat([eval_fn(params, b) for b in shards], dim=1))
+                if eval_mode == "vmap":
+                    losses = list(host_array(torch.cat([eval_fn(params, b) for b in shards], dim=1)))
+                else:
+                    for i in np.flatnonzero(keep):
+                        one = _unstack(params, int(i))
+                        losses[i] = host_array(torch.cat([fl.eval_losses(one, b) for b in shards]))
             for i, c in enumerate(chains):
                 if keep[i] and not np.isfinite(losses[i]).all():
                     raise ChainDiverged(c, taken, "the eval loss vector")
         for i, c in enumerate(chains):
             event = ChainEvent(chain=c, step=taken, train_start=pending_start,
                                train_loss=values[:, i].copy())
-            if keep[i] and losses is not None:
+            if keep[i]:
                 event.draw, event.losses = draw, losses[i]
                 event.distance = float(distances[i])
             if ckpt:
