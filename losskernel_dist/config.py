@@ -131,9 +131,10 @@ class ReduceConfig:
     neighbours_metric: str = _help(
         "what the streamed lists rank by: 'corr' (rho, as the analysis does) or 'cov' (K)",
         "corr")
-    neighbours_cache_gb: float = _help(
-        "keep the standardised draws (M x N float64) in memory when they fit in this many GB; "
-        "otherwise re-read them from the store for every row block", 4.0)
+    cache_gb: float = _help(
+        "keep the centred draws (M x N float64) in memory when they fit in this many GB "
+        "(every engine); otherwise re-read them from the store for every tile or row block",
+        4.0)
 
     def validate(self) -> None:
         _positive_int("reduce.block_size", self.block_size)
@@ -145,9 +146,8 @@ class ReduceConfig:
         if self.neighbours_metric not in ("corr", "cov"):
             raise ConfigError(
                 f"reduce.neighbours_metric: expected corr or cov, got {self.neighbours_metric!r}")
-        if not self.neighbours_cache_gb >= 0:
-            raise ConfigError(
-                f"reduce.neighbours_cache_gb: must be >= 0, got {self.neighbours_cache_gb}")
+        if not self.cache_gb >= 0:
+            raise ConfigError(f"reduce.cache_gb: must be >= 0, got {self.cache_gb}")
         if self.engine not in ("auto", "dask", "torch"):
             raise ConfigError(f"reduce.engine: expected auto, dask or torch, got {self.engine!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
@@ -523,6 +523,10 @@ def _check_type(key: str, value: Any, annotation: Any) -> Any:
     return value
 
 
+# Keys that were renamed: a config with the old name gets an error naming the new one.
+RENAMED = {"reduce.neighbours_cache_gb": "reduce.cache_gb"}
+
+
 def _build(cls: type, data: Any, prefix: str) -> Any:
     if data is None:
         data = {}
@@ -531,8 +535,11 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
+    where = f"{prefix}." if prefix else ""
+    for name in unknown:
+        if f"{where}{name}" in RENAMED:
+            raise ConfigError(f"{where}{name}: renamed {RENAMED[where + name]} (same meaning)")
     if unknown:
-        where = f"{prefix}." if prefix else ""
         raise ConfigError(
             f"{where}{unknown[0]}: unknown key (known: {', '.join(sorted(fields))})"
         )

@@ -48,6 +48,33 @@ def test_reduce_equals_numpy(tmp_path, block, dtype):
     assert store.kernel_array("cov").dtype == np.dtype(dtype)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_cached_and_re_read_draws_give_bit_identical_kernels(tmp_path, dtype):
+    """Keeping the centred draws in memory (cache_bytes) changes where they come from, not bits."""
+    store, _ = planted_store(tmp_path / "s.zarr", chains=2, draws=9, n=31, zero_var=(3,))
+    done = store.done()
+    done[1, 6:] = False  # a row selection, as a partial reduce makes
+    store.group["done"][...] = done
+    kernels = []
+    for cache in (0, 1 << 30):
+        report = reduce_store(store, block_size=7, dtype=dtype, allow_partial=True,
+                              cache_bytes=cache, threads=2)
+        assert report.draws_used == 15
+        kernels.append({k: store.kernel_array(k)[...] for k in ("mean", "var", "cov", "corr")})
+    for k in kernels[0]:
+        np.testing.assert_array_equal(kernels[0][k], kernels[1][k], err_msg=k)
+
+
+def test_transposed_copy_equals_numpy_transpose():
+    from losskernel_dist.reduce.kernel import transposed
+
+    a = np.random.default_rng(0).normal(size=(130, 67)).astype(np.float32)
+    for strip in (1, 64, 200):
+        t = transposed(a, strip)
+        assert t.flags.c_contiguous
+        np.testing.assert_array_equal(t, a.T)
+
+
 def test_reduce_refuses_incomplete_runs_unless_partial(tmp_path):
     store, x = planted_store(tmp_path / "s.zarr", chains=2, draws=5, n=6)
     done = store.done()
@@ -99,7 +126,7 @@ def test_peak_memory_is_bounded_by_the_block_not_n_squared(tmp_path):
         want = np.corrcoef(x[:, cols], x, rowvar=False)[:3, 3:]
         err = float(np.abs(corr.get_orthogonal_selection((cols, slice(None))) - want).max())
         print(json.dumps({{"before": before, "peak": peak, "err": err,
-                           "bound": peak_memory_bytes({chains * draws}, {block}, 2)}}))
+                           "bound": peak_memory_bytes({chains * draws}, {block}, 2, {n}, cached=True)}}))
     """
     result = run_with_peak_rss(script, str(tmp_path / "big.zarr"))
     dense = n * n * 8

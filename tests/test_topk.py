@@ -107,7 +107,8 @@ def test_bad_k_or_metric_is_a_clear_error_before_anything_is_written(tmp_path, k
     ("neighbours_k", 0, "reduce.neighbours_k: must be >= 1, got 0"),
     ("neighbours_bottom_k", -2, "reduce.neighbours_bottom_k: must be >= 0, got -2"),
     ("neighbours_metric", "rho", "reduce.neighbours_metric: expected corr or cov"),
-    ("neighbours_cache_gb", -1, "reduce.neighbours_cache_gb: must be >= 0"),
+    ("cache_gb", -1, "reduce.cache_gb: must be >= 0"),
+    ("neighbours_cache_gb", 1, "reduce.neighbours_cache_gb: renamed reduce.cache_gb"),
 ])
 def test_config_validates_the_neighbours_keys(tmp_path, key, value, needle):
     data = linear_config(tmp_path / "run")

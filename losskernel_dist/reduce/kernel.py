@@ -1,4 +1,4 @@
-"""Draws -> mean, variance, covariance and correlation, blockwise with dask.array.
+"""Draws -> mean, variance, covariance and correlation, blockwise with dask.
 
 MATH.md's pooled estimators over the M = C*T kept draws (x_m, m = 1..M):
 
@@ -6,25 +6,25 @@ MATH.md's pooled estimators over the M = C*T kept draws (x_m, m = 1..M):
     K_ij   = (1/(M-1)) sum_m (x_mi - mean_i)(x_mj - mean_j)
     rho_ij = K_ij / sqrt(K_ii K_jj),  0 where K_ii = 0 or K_jj = 0
 
-The (M, N) draw matrix is read in column blocks of width B straight from the
-store, cast to float64 and centred with the pass-1 mean (the stable two-pass
-form, not E[xy] - E[x]E[y]). Pass 2 walks the block rows i of the upper
-triangle: the tiles (i, j >= i) come from one dask product of column block i
-with the columns to its right, and are written with their transposes, so each
-tile is computed once and N x N never exists in memory.
-
-Each tile task multiplies the shared left block with one right block, scales
-it in place to the covariance and correlation tiles, and writes both and their
-transposes straight to the store; dask runs P such tasks at once, each with one
-BLAS thread so the cores are not oversubscribed.
+Pass 1 reads the (M, N) draw matrix in column blocks straight from the store
+and gives each column's float64 mean and variance (the stable two-pass form,
+not E[xy] - E[x]E[y]); a column's statistics depend on that column alone, so
+every reduce of a store (dense, neighbours, any block width, cached or not)
+gets the same bits. Pass 2 is one dask graph of the tiles (i, j >= i) of the
+upper triangle: each task multiplies centred column blocks i and j, scales the
+product to the covariance and correlation tiles, and writes both and their
+transposes straight to the store, so each tile is computed once and N x N
+never exists in memory. The centred draws (M x N float64) are kept in memory
+when they fit in ``cache_bytes`` (the common case: M is hundreds to thousands
+of draws); otherwise each task re-reads its two column blocks.
 
 Peak memory, with P dask threads, M rows and block width B (bytes):
 
-    about (P + 2) * 3 * M * B * 8  +  P * 4 * B**2 * 8
+    cached draws  M * N * 8            when <= cache_bytes (else 0)
+    per thread    4 * B**2 * 8         (a tile, its correlation and a transpose in
+                  + 2 * M * B * 12     transit; the two blocks read, when not cached)
 
-(a float32 read, its float64 centred copy and the two left blocks of a pair of
-block rows; a tile, its correlation and their transposes in transit),
-independent of N.
+independent of N**2.
 """
 
 from __future__ import annotations
@@ -32,15 +32,19 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dask
-import dask.array as da
 import numpy as np
+from dask.callbacks import Callback
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from ..store import STATUS_OK, RunStore, StoreError
+
+TILE_KEY = "kernel-tile-"  # dask key prefix of the tile tasks
+DEFAULT_CACHE_BYTES = 4 << 30
 
 
 class IncompleteRunError(StoreError):
@@ -87,9 +91,9 @@ def record_report(
     return report
 
 
-def peak_memory_bytes(m: int, block: int, threads: int) -> int:
+def peak_memory_bytes(m: int, block: int, threads: int, n: int = 0, cached: bool = False) -> int:
     """The docstring's bound on reduce's working memory (not counting the interpreter)."""
-    return (threads + 2) * 3 * m * block * 8 + threads * 4 * block**2 * 8
+    return (m * n * 8 if cached else 0) + threads * (4 * block**2 * 8 + 2 * m * block * 12)
 
 
 def select_rows(store: RunStore, allow_partial: bool) -> tuple[np.ndarray, list[int], dict]:
@@ -123,14 +127,67 @@ def select_rows(store: RunStore, allow_partial: bool) -> tuple[np.ndarray, list[
     return rows, used_chains, excluded
 
 
-def draw_moments(x: da.Array) -> tuple[np.ndarray, np.ndarray]:
+def read_column_block(store: RunStore, rows: np.ndarray, j0: int, j1: int) -> np.ndarray:
+    """Columns j0..j1 of the (M, N) float32 draw matrix (the selected rows only)."""
+    chains, draws, _ = store.shape
+    block = np.asarray(store.losses_array()[:, :, j0:j1]).reshape(chains * draws, j1 - j0)
+    return block[rows] if len(rows) != chains * draws else block
+
+
+def _load_columns(
+    store: RunStore, rows: np.ndarray, j0: int, j1: int, into: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of columns j0..j1; their centred values into ``into`` if given."""
+    x = read_column_block(store, rows, j0, j1).astype(np.float64)
+    mean, var = x.mean(axis=0), x.var(axis=0, ddof=1)
+    if into is not None:
+        np.subtract(x, mean, out=into[:, j0:j1])
+    return mean, var
+
+
+@dataclass
+class CentredDraws:
+    """Pass 1's column statistics, and the centred float64 draws by column block.
+
+    ``column(j0, j1)`` is the (M, j1 - j0) block of x - mean: a view of the
+    kept matrix when ``cached``, else read from the store again (the same bits:
+    one elementwise float64 subtraction).
+    """
+
+    mean: np.ndarray
+    var: np.ndarray
+    column: Callable[[int, int], np.ndarray]
+    cached: bool
+
+
+def centred_draws(
+    store: RunStore, rows: np.ndarray, threads: int, cache_bytes: int = 0
+) -> CentredDraws:
     """Pass 1: the pooled mean and (ddof=1) variance of every column of the draw matrix.
 
-    Every reduce centres and scales with these same values, so kernels and
-    neighbour lists of one store agree to the last bit of the pass-1 statistics.
+    The draws are read in blocks of whole stored chunks (each chunk decoded
+    once), ``threads`` blocks at a time; when the centred draws (M x N float64)
+    fit in ``cache_bytes`` they are kept from this same read. A column's
+    statistics are computed from a block of the same columns in every case, so
+    every reduce of a store centres and scales with the same bits: kernels and
+    neighbour lists agree to the last bit of these statistics.
     """
-    mean, var = da.compute(x.mean(axis=0), x.var(axis=0, ddof=1))
-    return mean, var
+    _, _, n = store.shape
+    m = len(rows)
+    width = store.losses_array().chunks[2]
+    xc = np.empty((m, n)) if m * n * 8 <= cache_bytes else None
+    tasks = [dask.delayed(_load_columns, pure=False)(store, rows, j0, min(j0 + width, n), xc)
+             for j0 in range(0, n, width)]
+    with dask.config.set(scheduler="threads", num_workers=threads):
+        parts = dask.compute(*tasks)
+    mean = np.concatenate([p[0] for p in parts])
+    var = np.concatenate([p[1] for p in parts])
+    if xc is not None:
+        return CentredDraws(mean, var, lambda j0, j1: xc[:, j0:j1], cached=True)
+    return CentredDraws(
+        mean, var, lambda j0, j1: read_column_block(store, rows, j0, j1) - mean[j0:j1],
+        cached=False,
+    )
 
 
 def inverse_sd(var: np.ndarray) -> np.ndarray:
@@ -139,60 +196,71 @@ def inverse_sd(var: np.ndarray) -> np.ndarray:
     return np.divide(1.0, sd, out=np.zeros_like(sd), where=sd > 0)
 
 
-def draw_matrix(store: RunStore, rows: np.ndarray, block: int) -> da.Array:
-    """The (M, N) float64 matrix of the selected draws, chunked (M, block)."""
-    chains, draws, n = store.shape
-    arr = da.from_zarr(store.losses_array(), chunks=(chains, draws, block))
-    x = arr.reshape(chains * draws, n)
-    if len(rows) != chains * draws:
-        x = x[rows]
-    return x.astype(np.float64)
+def transposed(a: np.ndarray, strip: int = 8) -> np.ndarray:
+    """A C-contiguous copy of ``a.T``, made in strips of rows that stay in cache.
+
+    NumPy's plain copy of a transposed view walks the source a whole row apart
+    and took about twice as long on B x B tiles (bench/components.py).
+    """
+    out = np.empty((a.shape[1], a.shape[0]), a.dtype)
+    for r in range(0, a.shape[0], strip):
+        out[:, r:r + strip] = a[r:r + strip].T
+    return out
+
+
+class TaskProgress(Callback):
+    """A tqdm bar advanced as dask finishes the tasks whose keys start with ``prefix``."""
+
+    def __init__(self, bar: tqdm, prefix: str) -> None:
+        super().__init__()
+        self.bar = bar
+        self.prefix = prefix
+
+    def _posttask(self, key, result, dsk, state, id) -> None:  # dask's signature
+        if str(key).startswith(self.prefix):
+            self.bar.update(1)
 
 
 def _write_tile(
-    left: np.ndarray,
-    right: np.ndarray,
+    column: Callable[[int, int], np.ndarray],
     i0: int,
+    i1: int,
     j0: int,
+    j1: int,
     m: int,
     inv_sd: np.ndarray,
     out: dict,
 ) -> int:
-    """Covariance and correlation of column blocks i, j (j >= i); writes them and transposes."""
-    i1, j1 = i0 + left.shape[1], j0 + right.shape[1]
-    cov = left.T @ right
-    cov /= m - 1
-    if i0 == j0:
-        cov = (cov + cov.T) / 2  # exact symmetry on the diagonal tile
+    """Covariance and correlation of column blocks i, j (j >= i); writes them and transposes.
+
+    The product is float64; with float32 outputs it is rounded once, and the
+    correlation is scaled from that in float32 (half the memory traffic).
+    """
+    left = column(i0, i1)
+    diagonal = i0 == j0
+    prod = left.T @ (left if diagonal else column(j0, j1))
     dtype = out["cov"].dtype
-    corr = np.empty(cov.shape, dtype)  # computed straight into the output dtype: one pass less
-    np.multiply(cov, inv_sd[i0:i1, None], out=corr, casting="same_kind")
-    corr *= inv_sd[None, j0:j1].astype(dtype)
+    if dtype == np.float64:
+        prod /= m - 1
+        cov = prod
+    else:
+        cov = np.empty(prod.shape, dtype)
+        np.divide(prod, m - 1, out=cov, casting="same_kind")
+        del prod
+    if diagonal:
+        cov = (cov + cov.T) / 2  # exact symmetry on the diagonal tile
+    scale = inv_sd.astype(dtype, copy=False)
+    corr = np.multiply(cov, scale[i0:i1, None])
+    corr *= scale[None, j0:j1]
     np.clip(corr, -1.0, 1.0, out=corr)
-    if i0 == j0:
+    if diagonal:
         corr = (corr + corr.T) / 2
-    cov = cov.astype(dtype, copy=False)
     out["cov"][i0:i1, j0:j1] = cov
     out["corr"][i0:i1, j0:j1] = corr
-    if i0 != j0:
-        out["cov"][j0:j1, i0:i1] = cov.T
-        out["corr"][j0:j1, i0:i1] = corr.T
+    if not diagonal:
+        out["cov"][j0:j1, i0:i1] = transposed(cov)
+        out["corr"][j0:j1, i0:i1] = transposed(corr)
     return cov.size
-
-
-def paired_block_rows(n: int, block: int) -> list[list[int]]:
-    """Start columns of the block rows, paired first with last, second with second-to-last...
-
-    Block row i of the upper triangle has one tile fewer than row i - 1, so one
-    row at a time leaves the threads idle as the rows shorten; each pair has the
-    same number of tiles (rows + 1), which keeps every thread busy while only two
-    left blocks are held at once.
-    """
-    starts = list(range(0, n, block))
-    pairs = []
-    while starts:
-        pairs.append([starts.pop(0)] + ([starts.pop()] if starts else []))
-    return pairs
 
 
 def reduce_store(
@@ -202,6 +270,7 @@ def reduce_store(
     dtype: str = "float64",
     threads: int = 0,
     allow_partial: bool = False,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
     progress: bool = False,
 ) -> ReduceReport:
     """Compute and write kernel/{mean,var,cov,corr}; returns what was used."""
@@ -211,30 +280,25 @@ def reduce_store(
     _, _, n = store.shape
     block = min(block_size, n)
     workers = threads or os.cpu_count() or 1
-    scheduler = {"scheduler": "threads", "num_workers": workers}
 
-    with dask.config.set(**scheduler):
-        x = draw_matrix(store, rows, block)
-        mean, var = draw_moments(x)
-        out = store.create_kernel(n, block, dtype)
-        out["mean"][:] = mean
-        out["var"][:] = var
-        inv_sd = inverse_sd(var)
-        xc = x - mean
-        bar = tqdm(total=len(range(0, n, block)), desc="reduce", unit="block row",
-                   disable=not progress, file=sys.stderr, dynamic_ncols=True)
-        # dask's threads already fill the cores: one BLAS thread each avoids oversubscription
-        with threadpool_limits(limits=1 if workers > 1 else None, user_api="blas"):
-            for rows_together in paired_block_rows(n, block):
-                tiles = []
-                for i0 in rows_together:
-                    left = xc[:, i0:min(i0 + block, n)].to_delayed()[0, 0]
-                    tiles += [
-                        dask.delayed(_write_tile)(left, right, i0, i0 + j * block, m, inv_sd, out)
-                        for j, right in enumerate(xc[:, i0:].to_delayed()[0])
-                    ]
-                dask.compute(*tiles)
-                bar.update(len(rows_together))
-        bar.close()
-
+    draws = centred_draws(store, rows, workers, cache_bytes)
+    out = store.create_kernel(n, block, dtype)
+    out["mean"][:] = draws.mean
+    out["var"][:] = draws.var
+    inv_sd = inverse_sd(draws.var)
+    starts = range(0, n, block)
+    tiles = [
+        dask.delayed(_write_tile, pure=False)(
+            draws.column, i0, min(i0 + block, n), j0, min(j0 + block, n), m, inv_sd, out,
+            dask_key_name=f"{TILE_KEY}{i0}-{j0}",
+        )
+        for i0 in starts for j0 in starts if j0 >= i0
+    ]
+    bar = tqdm(total=len(tiles), desc="reduce", unit="tile", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True)
+    # dask's threads already fill the cores: one BLAS thread each avoids oversubscription
+    with threadpool_limits(limits=1 if workers > 1 else None, user_api="blas"), \
+            TaskProgress(bar, TILE_KEY), dask.config.set(scheduler="threads", num_workers=workers):
+        dask.compute(*tiles)
+    bar.close()
     return record_report(store, "dask", m, used_chains, n, block, excluded, t0)

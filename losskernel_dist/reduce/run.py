@@ -49,7 +49,7 @@ def reduce_run(
         store, k=config.neighbours_k, k_bottom=config.neighbours_bottom_k,
         metric=config.neighbours_metric, exclude_same_label=exclude_same_label,
         block_size=config.block_size, threads=config.threads, allow_partial=allow_partial,
-        write_moments=dense is None, cache_bytes=int(config.neighbours_cache_gb * 2**30),
+        write_moments=dense is None, cache_bytes=int(config.cache_gb * 2**30),
         progress=progress,
     )
     return dense if dense is not None else report
@@ -70,9 +70,10 @@ def _reduce_dense(
             device = "cuda" if _cuda_available() else "cpu"
         return reduce_store_torch(
             store, block_size=config.block_size, dtype=config.dtype, device=device,
-            allow_partial=allow_partial, progress=progress,
+            allow_partial=allow_partial, cache_bytes=int(config.cache_gb * 2**30),
+            progress=progress,
         )
     return reduce_store(
         store, block_size=config.block_size, dtype=config.dtype, threads=config.threads,
-        allow_partial=allow_partial, progress=progress,
+        allow_partial=allow_partial, cache_bytes=int(config.cache_gb * 2**30), progress=progress,
     )

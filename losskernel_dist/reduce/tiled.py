@@ -22,13 +22,7 @@ import torch
 from tqdm import tqdm
 
 from ..store import RunStore
-from .kernel import ReduceReport, record_report, select_rows
-
-
-def _column_block(store: RunStore, rows: np.ndarray, i0: int, i1: int) -> np.ndarray:
-    chains, draws, _ = store.shape
-    block = np.asarray(store.losses_array()[:, :, i0:i1]).reshape(chains * draws, i1 - i0)
-    return block[rows] if len(rows) != chains * draws else block
+from .kernel import ReduceReport, read_column_block, record_report, select_rows
 
 
 def reduce_store_torch(
@@ -58,7 +52,7 @@ def reduce_store_torch(
     use_cache = m * n * 8 <= cache_bytes
     for i0 in starts:
         i1 = min(i0 + block, n)
-        x = torch.from_numpy(_column_block(store, rows, i0, i1)).to(device, torch.float64)
+        x = torch.from_numpy(read_column_block(store, rows, i0, i1)).to(device, torch.float64)
         mu = x.mean(dim=0)
         xc = x - mu
         mean[i0:i1] = mu.cpu().numpy()
@@ -75,7 +69,7 @@ def reduce_store_torch(
         if i0 in cache:
             return cache[i0]
         i1 = min(i0 + block, n)
-        x = torch.from_numpy(_column_block(store, rows, i0, i1)).to(device, torch.float64)
+        x = torch.from_numpy(read_column_block(store, rows, i0, i1)).to(device, torch.float64)
         return x - mean_dev[i0:i1]
 
     out_dtype = np.dtype(dtype)

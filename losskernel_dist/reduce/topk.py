@@ -9,7 +9,7 @@ its ``kernel/corr`` (or ``kernel/cov``):
     a_j = (x_j - mean_j) * s_j / sqrt(M - 1),   s_j = 1/sd_j (corr; 0 where sd_j = 0) or 1 (cov)
     score_ij = a_i . a_j                        (= rho_ij, clipped to [-1, 1], or K_ij)
 
-with the pass-1 mean and variance of ``kernel.draw_moments`` (float64, two-pass).
+with the pass-1 mean and variance of ``kernel.centred_draws`` (float64, two-pass).
 For each row block i (B rows) the products with all N columns are formed one
 B x B tile at a time and folded into a running top-k per row; only the tile
 and the running lists exist, never a row of N values.
@@ -56,18 +56,23 @@ from dataclasses import dataclass, field
 
 import dask
 import numpy as np
-from dask.callbacks import Callback
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from ..analysis.neighbours import select_top
 from ..config import ConfigError
 from ..store import RunStore
-from .kernel import draw_matrix, draw_moments, inverse_sd, record_report, select_rows
+from .kernel import (
+    DEFAULT_CACHE_BYTES,
+    TaskProgress,
+    centred_draws,
+    inverse_sd,
+    record_report,
+    select_rows,
+)
 
 METRICS = ("corr", "cov")
 DENSE_ROWS = 256  # rows of a tile handled at once by the dense selection path
-DEFAULT_CACHE_BYTES = 4 << 30
 BLOCK_KEY = "neighbours-block-"  # dask key prefix of the row-block tasks
 
 
@@ -235,18 +240,6 @@ class _Running:
         return self.index.copy(), value
 
 
-class _Progress(Callback):
-    """A tqdm bar advanced as dask finishes row-block tasks."""
-
-    def __init__(self, bar: tqdm) -> None:
-        super().__init__()
-        self.bar = bar
-
-    def _posttask(self, key, result, dsk, state, id) -> None:  # dask's signature
-        if str(key).startswith(BLOCK_KEY):
-            self.bar.update(1)
-
-
 def _settings_key(settings: dict, rows: np.ndarray) -> str:
     """Digest of the settings and the draws used: equal keys mean resumable output."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
@@ -296,9 +289,8 @@ def reduce_neighbours(
              "order": "score descending (top) / ascending (bottom); ties by smaller index",
              "exclude_self": True}
 
-    with dask.config.set(scheduler="threads", num_workers=workers):
-        x = draw_matrix(store, rows, block)
-        mean, var = draw_moments(x)
+    draws = centred_draws(store, rows, workers)  # statistics only: the cache is built below
+    mean, var = draws.mean, draws.var
     if write_moments:
         out = store.create_kernel(n, block, "float64", dense=False)
         out["mean"][:] = mean
@@ -309,8 +301,7 @@ def reduce_neighbours(
 
     def columns(j0: int, j1: int) -> np.ndarray:
         """(j1 - j0, M) contiguous a_j of samples j0..j1, read from the store."""
-        raw = x[:, j0:j1].compute(scheduler="sync")
-        return np.ascontiguousarray(((raw - mean[j0:j1]) * scale[j0:j1]).T)
+        return np.ascontiguousarray((draws.column(j0, j1) * scale[j0:j1]).T)
 
     if cached:
         a = np.empty((n, m))
@@ -351,7 +342,7 @@ def reduce_neighbours(
     tasks = [dask.delayed(run_block, pure=False)(b, dask_key_name=f"{BLOCK_KEY}{b}")
              for b in todo]
     with threadpool_limits(limits=1 if workers > 1 else None, user_api="blas"), \
-            _Progress(bar), dask.config.set(scheduler="threads", num_workers=workers):
+            TaskProgress(bar, BLOCK_KEY), dask.config.set(scheduler="threads", num_workers=workers):
         dask.compute(*tasks)
     bar.close()
 
