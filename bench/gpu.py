@@ -28,17 +28,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 PAPER = {"chains": 15, "draws": 500, "burnin": 100, "gpus": 4, "hours": 3.0}
 
 
-def run(root: Path, name: str, n_eval: int, draws: int, chains: int, **eval_opts) -> dict:
+def run(root: Path, name: str, args: argparse.Namespace, **eval_opts) -> dict:
     from losskernel_dist.config import config_from_dict
     from losskernel_dist.sample import sample
     from losskernel_dist.store import RunStore
 
     data = {
-        "task": {"target": "synthetic_vision:build", "args": {"n_eval": n_eval}},
-        "sampler": {"chains": chains, "draws": draws, "burnin_steps": 1,
-                    "steps_between_draws": 1, "batch_size": 256, "lr": 1e-6, "nbeta": 20.0,
-                    "localization": 4000.0, "checkpoint_every": 0, "device": "cuda"},
-        "eval": {"batch_size": 1000, **eval_opts},
+        "task": {"target": "synthetic_vision:build",
+                 "args": {"n_eval": args.n_eval, "n_train": args.n_train,
+                          "image_size": args.image_size}},
+        "sampler": {"chains": args.chains, "draws": args.draws, "burnin_steps": 1,
+                    "steps_between_draws": 1, "batch_size": args.batch_size, "lr": 1e-6,
+                    "nbeta": 20.0, "localization": 4000.0, "checkpoint_every": 0,
+                    "device": args.device},
+        "eval": {"batch_size": args.eval_batch, **eval_opts},
+        "analysis": {"enabled": False},
         "output": str(root / name),
     }
     t0 = time.perf_counter()
@@ -67,17 +71,21 @@ def main() -> None:
     ap.add_argument("--n-eval", type=int, default=10_000)
     ap.add_argument("--draws", type=int, default=6)
     ap.add_argument("--chains", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=256, help="SGLD minibatch (the paper's)")
+    ap.add_argument("--eval-batch", type=int, default=1000, help="eval shard size")
+    ap.add_argument("--n-train", type=int, default=4096, help="synthetic training images")
+    ap.add_argument("--image-size", type=int, default=256)
+    ap.add_argument("--device", default="cuda",
+                    help="'cuda' (the benchmark); 'cpu' only checks that the script runs")
     args = ap.parse_args()
     import torch
 
-    if not torch.cuda.is_available():
-        sys.exit("bench/gpu.py needs a CUDA GPU")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("bench/gpu.py needs a CUDA GPU (or --device cpu for a smoke run)")
     root = Path(tempfile.mkdtemp(prefix="bench_gpu_"))
     try:
-        plain = run(root, "plain", args.n_eval, args.draws, args.chains,
-                    cache=False, autocast="none", channels_last=False)
-        fast = run(root, "optimized", args.n_eval, args.draws, args.chains,
-                   cache=True, autocast="bf16", channels_last=True)
+        plain = run(root, "plain", args, cache=False, autocast="none", channels_last=False)
+        fast = run(root, "optimized", args, cache=True, autocast="bf16", channels_last=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     cka = cka_of_draws(plain.pop("losses")[:, :, :2000], fast.pop("losses")[:, :, :2000])
@@ -92,7 +100,8 @@ def main() -> None:
     print(f"paper: {PAPER['hours']} h on 4 A100s; CKA(bf16 kernel, fp32 kernel) on 2000 samples "
           f"of these draws: {cka:.4f} (different chains' noise is identical, only the loss "
           "pass differs)")
-    print(json.dumps({"bench": "gpu", "gpu": torch.cuda.get_device_name(), "rows": rows,
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device
+    print(json.dumps({"bench": "gpu", "gpu": device, "rows": rows,
                       "cka_bf16_vs_fp32": cka, "paper": PAPER}))
 
 
