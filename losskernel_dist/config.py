@@ -425,6 +425,13 @@ class Config:
                 f"at one every sampler.steps_between_draws={self.sampler.steps_between_draws} "
                 "steps; raise calibrate.steps or set calibrate.draws"
             )
+        mem = self.slurm.reduce_mem_gb
+        if mem and self.reduce.cache_gb > mem / 2:
+            raise ConfigError(
+                f"reduce.cache_gb: {self.reduce.cache_gb} GB of kept draws would leave too little "
+                f"of the reduce job's slurm.reduce_mem_gb={mem} for its tiles; set "
+                f"reduce.cache_gb to at most {mem / 2:g} (0 re-reads the draws per tile)"
+            )
         if not self.output:
             raise ConfigError("output: must be a non-empty path")
 

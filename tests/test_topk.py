@@ -117,6 +117,16 @@ def test_config_validates_the_neighbours_keys(tmp_path, key, value, needle):
         config_from_dict(data)
 
 
+def test_draw_cache_must_fit_the_reduce_jobs_memory(tmp_path):
+    data = linear_config(tmp_path / "run")
+    data["slurm"] = {"reduce_mem_gb": 6}
+    with pytest.raises(ConfigError, match=r"reduce.cache_gb: 4.0 GB .* set reduce.cache_gb to at "
+                                          r"most 3 \(0 re-reads"):
+        config_from_dict(data)
+    data["reduce"]["cache_gb"] = 3
+    assert config_from_dict(data).reduce.cache_gb == 3
+
+
 def test_interrupted_reduce_resumes_to_the_same_lists(tmp_path):
     """A reduce stopped between writing a block's rows and flagging it resumes exactly."""
     kwargs = {"k": 6, "k_bottom": 4, "block_size": 5, "threads": 1, "exclude_same_label": True}
