@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from ..store import RunStore
-from .kernel import ReduceReport, read_column_block, record_report, select_rows
+from .kernel import ReduceReport, read_column_block, record_report, select_rows, transposed
 
 
 def reduce_store_torch(
@@ -88,7 +88,7 @@ def reduce_store_torch(
             out["cov"][i0:i1, j0:j1] = tile_np
             out["corr"][i0:i1, j0:j1] = corr_np
             if j0 != i0:
-                out["cov"][j0:j1, i0:i1] = tile_np.T
-                out["corr"][j0:j1, i0:i1] = corr_np.T
+                out["cov"][j0:j1, i0:i1] = transposed(tile_np)
+                out["corr"][j0:j1, i0:i1] = transposed(corr_np)
 
     return record_report(store, f"torch:{device}", m, used_chains, n, block, excluded, t0)
