@@ -11,8 +11,9 @@ Variants: baseline (1 process, T threads); ours, one chain at a time (same);
 ours with chains batched (same threads): the minibatch gradients under vmap and
 the loss-vector pass as ``sampler.batched_eval: auto`` picks it (chain by chain
 on the CPU), and once more with both under vmap; ours as R torchrun ranks with
-T/R threads each. Every variant runs ``--repeats`` times, the rounds interleaved
-(baseline, ours, ... then again) so that a burst of other load hits all of them
+T/R threads each, chain by chain and with each rank's chains batched. Every
+variant runs ``--repeats`` times, the rounds interleaved (baseline, ours, ...
+then again) so that a burst of other load hits all of them
 alike; the table reports each variant's fastest round.
 
     python bench/sampling.py [--n-eval 1000 --chains 4 --draws 20 --threads 2 --repeats 3]
@@ -102,6 +103,8 @@ def main() -> None:
     single, batched = config("single"), config("batched", chains_per_batch=batch)
     all_vmap = config("batched_vmap", chains_per_batch=batch, batched_eval="vmap")
     ranked = config(f"ranks{ranks}")
+    per_rank = max(1, args.chains // ranks)
+    ranked_batched = config(f"ranks{ranks}_batched", chains_per_batch=per_rank)
     variants = [
         (f"plain PyTorch loop ({args.threads} threads)",
          lambda: run_measured(BASELINE, baseline_cfg)),
@@ -115,6 +118,9 @@ def main() -> None:
          lambda: run_measured(OURS, fresh(all_vmap))),
         (f"losskernel sample, torchrun {ranks} ranks x {rank_threads} thread",
          lambda: ours_ranks(Path(fresh(ranked)), ranks, rank_threads)),
+        (f"losskernel sample, torchrun {ranks} ranks x {rank_threads} thread, "
+         f"{per_rank} chains batched per rank",
+         lambda: ours_ranks(Path(fresh(ranked_batched)), ranks, rank_threads)),
     ]
     rounds: dict[str, list[dict]] = {name: [] for name, _ in variants}
     try:
