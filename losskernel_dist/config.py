@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,8 +133,9 @@ class ReduceConfig:
         "what the streamed lists rank by: 'corr' (rho, as the analysis does) or 'cov' (K)",
         "corr")
     cache_gb: float = _help(
-        "keep the centred draws (M x N float64) in memory when they fit in this many GB "
-        "(every engine); otherwise re-read them from the store for every tile or row block",
+        "keep the centred draws (M x N float64) in host memory when they fit in this many GB "
+        "(dask engine: dense and neighbours); otherwise re-read them from the store for every "
+        "tile or row block. A SLURM reduce job keeps at most half its slurm.reduce_mem_gb",
         4.0)
 
     def validate(self) -> None:
@@ -425,13 +427,6 @@ class Config:
                 f"at one every sampler.steps_between_draws={self.sampler.steps_between_draws} "
                 "steps; raise calibrate.steps or set calibrate.draws"
             )
-        mem = self.slurm.reduce_mem_gb
-        if mem and self.reduce.cache_gb > mem / 2:
-            raise ConfigError(
-                f"reduce.cache_gb: {self.reduce.cache_gb} GB of kept draws would leave too little "
-                f"of the reduce job's slurm.reduce_mem_gb={mem} for its tiles; set "
-                f"reduce.cache_gb to at most {mem / 2:g} (0 re-reads the draws per tile)"
-            )
         if not self.output:
             raise ConfigError("output: must be a non-empty path")
 
@@ -530,8 +525,25 @@ def _check_type(key: str, value: Any, annotation: Any) -> Any:
     return value
 
 
-# Keys that were renamed: a config with the old name gets an error naming the new one.
+# Keys that were renamed: the old name (in configs and in runs' saved config.yaml) is
+# read as the new one, with a warning.
 RENAMED = {"reduce.neighbours_cache_gb": "reduce.cache_gb"}
+
+
+def _renamed_keys(data: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """``data`` with renamed keys moved to their new names (an error if both are given)."""
+    moved = dict(data)
+    for name in list(moved):
+        new = RENAMED.get(where + name)
+        if new is None:
+            continue
+        new_name = new.rsplit(".", 1)[-1]
+        if new_name in moved:
+            raise ConfigError(f"{where}{name}: renamed {new}, and both are given: keep {new}")
+        warnings.warn(f"config key {where}{name} is now {new} (it applies to every reduce); "
+                      "reading it as that", UserWarning, stacklevel=3)
+        moved[new_name] = moved.pop(name)
+    return moved
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
@@ -541,11 +553,9 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
     where = f"{prefix}." if prefix else ""
-    for name in unknown:
-        if f"{where}{name}" in RENAMED:
-            raise ConfigError(f"{where}{name}: renamed {RENAMED[where + name]} (same meaning)")
+    data = _renamed_keys(data, where)
+    unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
             f"{where}{unknown[0]}: unknown key (known: {', '.join(sorted(fields))})"

@@ -34,6 +34,7 @@ dependencies there, so ``submit`` waits for them and reduces in-process.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import signal
@@ -47,7 +48,7 @@ from typing import Any
 import submitit
 import torch
 
-from .config import Config, config_from_dict
+from .config import Config, ReduceConfig, config_from_dict
 from .distributed import Placement, slurm_cpus_per_task
 from .locks import live_holders
 from .sample import (
@@ -119,6 +120,16 @@ class SampleChains(submitit.helpers.Checkpointable):
                 "seconds": round(report.seconds, 3)}
 
 
+def reduce_job_config(config: Config) -> ReduceConfig:
+    """The run's reduce settings, with the draws kept in memory (reduce.cache_gb) capped
+    at half of the reduce job's ``slurm.reduce_mem_gb`` when that is set, so that the
+    tiles have the rest and the job is not killed for memory."""
+    mem = config.slurm.reduce_mem_gb
+    if mem and config.reduce.cache_gb > mem / 2:
+        return dataclasses.replace(config.reduce, cache_gb=mem / 2)
+    return config.reduce
+
+
 def reduce_job(run_dir: str, allow_partial: bool) -> dict[str, Any]:
     """The reduce job: the kernel of a finished run, exactly what ``losskernel reduce`` does.
 
@@ -131,7 +142,7 @@ def reduce_job(run_dir: str, allow_partial: bool) -> dict[str, Any]:
 
     config = config_from_dict(read_run_config(Path(run_dir)))
     report = reduce_run(
-        store_path(Path(run_dir)), config.reduce, allow_partial=allow_partial,
+        store_path(Path(run_dir)), reduce_job_config(config), allow_partial=allow_partial,
         exclude_same_label=config.analysis.exclude_same_label,
     )
     return report.as_attrs()

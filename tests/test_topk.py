@@ -108,7 +108,6 @@ def test_bad_k_or_metric_is_a_clear_error_before_anything_is_written(tmp_path, k
     ("neighbours_bottom_k", -2, "reduce.neighbours_bottom_k: must be >= 0, got -2"),
     ("neighbours_metric", "rho", "reduce.neighbours_metric: expected corr or cov"),
     ("cache_gb", -1, "reduce.cache_gb: must be >= 0"),
-    ("neighbours_cache_gb", 1, "reduce.neighbours_cache_gb: renamed reduce.cache_gb"),
 ])
 def test_config_validates_the_neighbours_keys(tmp_path, key, value, needle):
     data = linear_config(tmp_path / "run")
@@ -117,14 +116,25 @@ def test_config_validates_the_neighbours_keys(tmp_path, key, value, needle):
         config_from_dict(data)
 
 
-def test_draw_cache_must_fit_the_reduce_jobs_memory(tmp_path):
+def test_reduce_job_keeps_at_most_half_its_memory_of_draws(tmp_path):
+    from losskernel_dist.submit import reduce_job_config
+
     data = linear_config(tmp_path / "run")
+    assert reduce_job_config(config_from_dict(data)).cache_gb == 4.0  # no memory set
     data["slurm"] = {"reduce_mem_gb": 6}
-    with pytest.raises(ConfigError, match=r"reduce.cache_gb: 4.0 GB .* set reduce.cache_gb to at "
-                                          r"most 3 \(0 re-reads"):
+    assert reduce_job_config(config_from_dict(data)).cache_gb == 3.0
+    data["reduce"]["cache_gb"] = 1
+    assert reduce_job_config(config_from_dict(data)).cache_gb == 1
+
+
+def test_old_cache_key_is_read_as_the_new_one(tmp_path):
+    data = linear_config(tmp_path / "run")
+    data["reduce"]["neighbours_cache_gb"] = 2
+    with pytest.warns(UserWarning, match="reduce.neighbours_cache_gb is now reduce.cache_gb"):
+        assert config_from_dict(data).reduce.cache_gb == 2
+    data["reduce"]["cache_gb"] = 1
+    with pytest.raises(ConfigError, match="renamed reduce.cache_gb, and both are given"):
         config_from_dict(data)
-    data["reduce"]["cache_gb"] = 3
-    assert config_from_dict(data).reduce.cache_gb == 3
 
 
 def test_interrupted_reduce_resumes_to_the_same_lists(tmp_path):

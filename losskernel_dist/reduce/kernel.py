@@ -7,23 +7,28 @@ MATH.md's pooled estimators over the M = C*T kept draws (x_m, m = 1..M):
     rho_ij = K_ij / sqrt(K_ii K_jj),  0 where K_ii = 0 or K_jj = 0
 
 Pass 1 reads the (M, N) draw matrix in column blocks straight from the store
-and gives each column's float64 mean and variance (the stable two-pass form,
-not E[xy] - E[x]E[y]); a column's statistics depend on that column alone, so
-every reduce of a store (dense, neighbours, any block width, cached or not)
-gets the same bits. Pass 2 is one dask graph of the tiles (i, j >= i) of the
-upper triangle: each task multiplies centred column blocks i and j, scales the
-product to the covariance and correlation tiles, and writes both and their
-transposes straight to the store, so each tile is computed once and N x N
-never exists in memory. The centred draws (M x N float64) are kept in memory
-when they fit in ``cache_bytes`` (the common case: M is hundreds to thousands
-of draws); otherwise each task re-reads its two column blocks.
+(whole stored chunks of W columns, then slices of S = 512 columns converted to
+float64) and gives each column's float64 mean and variance (the stable two-pass
+form, not E[xy] - E[x]E[y]). The slicing depends only on the store's chunking,
+so every reduce of a store (dense or neighbours, any block width, draws cached
+or not, dask or torch engine) computes the same statistics from the same
+column blocks and gets the same bits. Pass 2 is one dask graph of the tiles
+(i, j >= i) of the upper triangle: each task multiplies centred column blocks
+i and j, scales the product to the covariance and correlation tiles, and
+writes both and their transposes straight to the store, so each tile is
+computed once and N x N never exists in memory. The centred draws (M x N
+float64) are kept in memory when they fit in ``cache_bytes`` (the common case:
+M is hundreds to thousands of draws); otherwise each task re-reads its two
+column blocks (K^2 block reads for K = N / B blocks).
 
-Peak memory, with P dask threads, M rows and block width B (bytes):
+Peak memory, with P dask threads, M rows, block width B (bytes):
 
-    cached draws  M * N * 8            when <= cache_bytes (else 0)
-    per thread    4 * B**2 * 8         (a tile, its correlation and a transpose in
-                  + 2 * M * B * 12     transit; the two blocks read, when not cached)
+    cached draws  M * N * 8                 when <= cache_bytes (else 0)
+    per thread    max(pass 1: M * W * 4 + 2 * M * S * 8,
+                      pass 2: 4 * B**2 * 8 (+ 2 * M * B * 12 when not cached))
 
+(pass 1: a float32 chunk read and a float64 slice with its centred copy; pass 2:
+a tile, its correlation and a transpose in transit, and the two blocks read),
 independent of N**2.
 """
 
@@ -41,10 +46,13 @@ from dask.callbacks import Callback
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from ..store import STATUS_OK, RunStore, StoreError
+from ..store import SAMPLE_CHUNK, STATUS_OK, RunStore, StoreError
 
 TILE_KEY = "kernel-tile-"  # dask key prefix of the tile tasks
 DEFAULT_CACHE_BYTES = 4 << 30
+STATS_SLICE = 512  # columns converted to float64 at a time in pass 1
+# float32 scaling of a correlation tile under/overflows when 1/(sd_i sd_j) exceeds this
+FLOAT32_SCALE_LIMIT = 1e30
 
 
 class IncompleteRunError(StoreError):
@@ -91,9 +99,14 @@ def record_report(
     return report
 
 
-def peak_memory_bytes(m: int, block: int, threads: int, n: int = 0, cached: bool = False) -> int:
+def peak_memory_bytes(
+    m: int, block: int, threads: int, n: int = 0, cached: bool = False,
+    chunk_width: int = SAMPLE_CHUNK,
+) -> int:
     """The docstring's bound on reduce's working memory (not counting the interpreter)."""
-    return (m * n * 8 if cached else 0) + threads * (4 * block**2 * 8 + 2 * m * block * 12)
+    pass1 = m * chunk_width * 4 + 2 * m * STATS_SLICE * 8
+    pass2 = 4 * block**2 * 8 + (0 if cached else 2 * m * block * 12)
+    return (m * n * 8 if cached else 0) + threads * max(pass1, pass2)
 
 
 def select_rows(store: RunStore, allow_partial: bool) -> tuple[np.ndarray, list[int], dict]:
@@ -137,11 +150,19 @@ def read_column_block(store: RunStore, rows: np.ndarray, j0: int, j1: int) -> np
 def _load_columns(
     store: RunStore, rows: np.ndarray, j0: int, j1: int, into: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and variance of columns j0..j1; their centred values into ``into`` if given."""
-    x = read_column_block(store, rows, j0, j1).astype(np.float64)
-    mean, var = x.mean(axis=0), x.var(axis=0, ddof=1)
-    if into is not None:
-        np.subtract(x, mean, out=into[:, j0:j1])
+    """Mean and variance of columns j0..j1; their centred values into ``into`` if given.
+
+    Converted to float64 STATS_SLICE columns at a time, which bounds the memory
+    and fixes the blocks the statistics come from (see the module docstring).
+    """
+    raw = read_column_block(store, rows, j0, j1)
+    mean, var = np.empty(j1 - j0), np.empty(j1 - j0)
+    for a in range(0, j1 - j0, STATS_SLICE):
+        b = min(a + STATS_SLICE, j1 - j0)
+        x = raw[:, a:b].astype(np.float64)
+        mean[a:b], var[a:b] = x.mean(axis=0), x.var(axis=0, ddof=1)
+        if into is not None:
+            np.subtract(x, mean[a:b], out=into[:, j0 + a:j0 + b])
     return mean, var
 
 
@@ -167,8 +188,9 @@ def centred_draws(
 
     The draws are read in blocks of whole stored chunks (each chunk decoded
     once), ``threads`` blocks at a time; when the centred draws (M x N float64)
-    fit in ``cache_bytes`` they are kept from this same read. A column's
-    statistics are computed from a block of the same columns in every case, so
+    fit in ``cache_bytes`` they are kept from this same read. The column blocks
+    the statistics come from depend only on the store's chunking (a one-column
+    block, say, is summed pairwise by NumPy and a wider one row by row), so
     every reduce of a store centres and scales with the same bits: kernels and
     neighbour lists agree to the last bit of these statistics.
     """
@@ -228,30 +250,37 @@ def _write_tile(
     j0: int,
     j1: int,
     m: int,
-    inv_sd: np.ndarray,
+    inv_sd: dict[str, np.ndarray],
     out: dict,
 ) -> int:
     """Covariance and correlation of column blocks i, j (j >= i); writes them and transposes.
 
-    The product is float64; with float32 outputs it is rounded once, and the
-    correlation is scaled from that in float32 (half the memory traffic).
+    ``inv_sd`` holds 1/sd as float64 and float32. The product is float64; with
+    float32 outputs it is rounded once and the correlation is scaled from that in
+    float32 (half the memory traffic), unless 1/(sd_i sd_j) is so large that
+    float32 would under- or overflow: then it is scaled in float64 first.
     """
     left = column(i0, i1)
     diagonal = i0 == j0
     prod = left.T @ (left if diagonal else column(j0, j1))
     dtype = out["cov"].dtype
-    if dtype == np.float64:
+    inv_i, inv_j = inv_sd["float64"][i0:i1], inv_sd["float64"][j0:j1]
+    if dtype == np.float64 or inv_i.max() * inv_j.max() > FLOAT32_SCALE_LIMIT:
         prod /= m - 1
-        cov = prod
+        if diagonal:
+            prod = (prod + prod.T) / 2  # exact symmetry on the diagonal tile
+        corr = prod * inv_i[:, None]
+        corr *= inv_j[None, :]
+        cov, corr = prod.astype(dtype, copy=False), corr.astype(dtype, copy=False)
     else:
         cov = np.empty(prod.shape, dtype)
         np.divide(prod, m - 1, out=cov, casting="same_kind")
         del prod
-    if diagonal:
-        cov = (cov + cov.T) / 2  # exact symmetry on the diagonal tile
-    scale = inv_sd.astype(dtype, copy=False)
-    corr = np.multiply(cov, scale[i0:i1, None])
-    corr *= scale[None, j0:j1]
+        if diagonal:
+            cov = (cov + cov.T) / 2
+        scale = inv_sd["float32"]
+        corr = np.multiply(cov, scale[i0:i1, None])
+        corr *= scale[None, j0:j1]
     np.clip(corr, -1.0, 1.0, out=corr)
     if diagonal:
         corr = (corr + corr.T) / 2
@@ -285,7 +314,8 @@ def reduce_store(
     out = store.create_kernel(n, block, dtype)
     out["mean"][:] = draws.mean
     out["var"][:] = draws.var
-    inv_sd = inverse_sd(draws.var)
+    inv64 = inverse_sd(draws.var)
+    inv_sd = {"float64": inv64, "float32": inv64.astype(np.float32)}
     starts = range(0, n, block)
     tiles = [
         dask.delayed(_write_tile, pure=False)(

@@ -70,8 +70,7 @@ def _reduce_dense(
             device = "cuda" if _cuda_available() else "cpu"
         return reduce_store_torch(
             store, block_size=config.block_size, dtype=config.dtype, device=device,
-            allow_partial=allow_partial, cache_bytes=int(config.cache_gb * 2**30),
-            progress=progress,
+            allow_partial=allow_partial, progress=progress,  # its own device-memory cache
         )
     return reduce_store(
         store, block_size=config.block_size, dtype=config.dtype, threads=config.threads,

@@ -1,19 +1,21 @@
 """The kernel as a tiled float64 product with torch, for a GPU (or any torch device).
 
 Same estimators, row selection and output arrays as the dask path
-(``reduce/kernel.py``); the difference is where the product runs. Column blocks
+(``reduce/kernel.py``), and the same pass 1 (mean and variance, on the host, to
+the same bits); the difference is where the product runs. Column blocks
 of the centred draw matrix are moved to the device once when they fit in
 ``cache_bytes`` (otherwise re-read per tile), each upper-triangle tile is one
 float64 matmul, and tiles go to the store one by one with their transposes, so
 neither host nor device ever holds N x N.
 
 Device memory: the cached centred draws (M x N x 8 bytes, or two blocks when not
-cached) plus two B x B float64 tiles. Host memory: one float32 column block and
-two B x B tiles in transit.
+cached) plus two B x B float64 tiles. Host memory: pass 1's per-thread blocks
+(reduce/kernel.py), one column block and two B x B tiles in transit.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -22,7 +24,14 @@ import torch
 from tqdm import tqdm
 
 from ..store import RunStore
-from .kernel import ReduceReport, read_column_block, record_report, select_rows, transposed
+from .kernel import (
+    ReduceReport,
+    centred_draws,
+    inverse_sd,
+    record_report,
+    select_rows,
+    transposed,
+)
 
 
 def reduce_store_torch(
@@ -45,32 +54,22 @@ def reduce_store_torch(
     starts = list(range(0, n, block))
     out = store.create_kernel(n, block, dtype)
 
-    # pass 1: mean and variance per column block (two-pass, float64)
-    mean = np.empty(n)
-    var = np.empty(n)
+    # pass 1 on the host, as the dask engine does it (same bits: reduce/kernel.py)
+    draws = centred_draws(store, rows, os.cpu_count() or 1)
+    out["mean"][:] = draws.mean
+    out["var"][:] = draws.var
+    inv_sd = torch.from_numpy(inverse_sd(draws.var)).to(device)
     cache: dict[int, torch.Tensor] = {}
     use_cache = m * n * 8 <= cache_bytes
-    for i0 in starts:
-        i1 = min(i0 + block, n)
-        x = torch.from_numpy(read_column_block(store, rows, i0, i1)).to(device, torch.float64)
-        mu = x.mean(dim=0)
-        xc = x - mu
-        mean[i0:i1] = mu.cpu().numpy()
-        var[i0:i1] = (xc.square().sum(dim=0) / (m - 1)).cpu().numpy()
-        if use_cache:
-            cache[i0] = xc
-    out["mean"][:] = mean
-    out["var"][:] = var
-    sd = np.sqrt(var)
-    inv_sd = torch.from_numpy(np.divide(1.0, sd, out=np.zeros_like(sd), where=sd > 0)).to(device)
-    mean_dev = torch.from_numpy(mean).to(device)
 
     def centred(i0: int) -> torch.Tensor:
+        """Centred column block i on the device: kept there when the draws fit."""
         if i0 in cache:
             return cache[i0]
-        i1 = min(i0 + block, n)
-        x = torch.from_numpy(read_column_block(store, rows, i0, i1)).to(device, torch.float64)
-        return x - mean_dev[i0:i1]
+        block_dev = torch.from_numpy(draws.column(i0, min(i0 + block, n))).to(device)
+        if use_cache:
+            cache[i0] = block_dev
+        return block_dev
 
     out_dtype = np.dtype(dtype)
     bar = tqdm(starts, desc="reduce", unit="block row", disable=not progress, file=sys.stderr)
