@@ -7,6 +7,10 @@ its own baseline measured alongside:
   sizes (on a CPU the shard size alone moves it, through the cache);
 * ``vmap``: G chains' gradient and eval pass under ``vmap`` against G one-chain
   passes (the batched sampler against chain by chain);
+* ``vmap_sweep``: that ratio (one-chain time / vmapped time) over chains,
+  minibatch sizes and eval shard sizes;
+* ``linear``: GFLOP/s of ``torch.bmm`` over stacked weights against one
+  ``addmm`` per chain (the product vmap turns a Linear into);
 * ``functional_call``: the model called through ``FunctionalLoss`` against the
   module called directly (the re-parametrisation's overhead per call);
 * ``reduce_tile``: one B x B tile of the reduce: the product, the scaling to
@@ -95,6 +99,59 @@ def vmapped(task, fl: FunctionalLoss, chains: int, batch_size: int) -> list[dict
     return rows
 
 
+def vmap_sweep(task, fl: FunctionalLoss, chains_list: list[int], sizes: list[int],
+               shards: list[int]) -> list[dict]:
+    """Batched against one-chain time, as a ratio (> 1: vmap wins), over chains and sizes.
+
+    Gradients over minibatch sizes b; eval passes over the N eval samples in shards of
+    each size. Each timing is the fastest of 5 calls (3 for eval passes) after a warm-up.
+    """
+    p0 = fl.initial_params()
+    n = len(task.eval)
+    rows = []
+    for chains in chains_list:
+        stacked = _stack([p0] * chains)
+        grad_fn = vmap(grad_and_value(fl.mean_loss))
+        eval_fn = vmap(fl.eval_losses, in_dims=(0, None))
+        for b in sizes:
+            batches = [fetch_batch(task.train,
+                                   minibatch_indices(0, c, 0, len(task.train), b))
+                       for c in range(chains)]
+            sb = stack_batches(batches)
+            one = best_ms(lambda bs=batches: [fl.grad_and_loss(p0, x) for x in bs])
+            batched = best_ms(lambda x=sb, f=grad_fn, st=stacked: f(st, x))
+            rows.append({"part": "vmap_sweep", "what": f"gradient, {chains} chains, b = {b}: "
+                         "one-chain ms / vmap ms", "ms": one / batched})
+        for size in shards:
+            parts = [fetch_batch(task.eval, np.arange(i, min(i + size, n)))
+                     for i in range(0, n, size)]
+            with torch.inference_mode():
+                one = best_ms(lambda ps=parts, c=chains: [fl.eval_losses(p0, x)
+                                                          for _ in range(c) for x in ps], 3)
+                batched = best_ms(lambda ps=parts, f=eval_fn, st=stacked: [f(st, x) for x in ps],
+                                  3)
+            rows.append({"part": "vmap_sweep", "what": f"eval pass, {chains} chains, shards of "
+                         f"{size}: one-chain ms / vmap ms", "ms": one / batched})
+    return rows
+
+
+def linear_rates(chains: int, rows_n: int, width: int) -> list[dict]:
+    """GFLOP/s of one batched product against the same products one chain at a time."""
+    rng = torch.Generator().manual_seed(0)
+    x = torch.randn(chains, rows_n, width, generator=rng)
+    w = torch.randn(chains, width, width, generator=rng)
+    bias = torch.randn(width, generator=rng)
+    flops = 2 * chains * rows_n * width * width
+    bmm = best_ms(lambda: torch.bmm(x, w), 10)
+    addmm = best_ms(lambda: [torch.addmm(bias, x[c], w[c]) for c in range(chains)], 10)
+    return [
+        {"part": "linear", "what": f"torch.bmm [{chains}, {rows_n}, {width}] x [{chains}, "
+         f"{width}, {width}], GFLOP/s", "ms": flops / bmm / 1e6},
+        {"part": "linear", "what": f"{chains} x torch.addmm [{rows_n}, {width}] x [{width}, "
+         f"{width}], GFLOP/s", "ms": flops / addmm / 1e6},
+    ]
+
+
 def reparametrisation(task, fl: FunctionalLoss) -> list[dict]:
     """Per-call cost on a tiny batch, where the overhead is not hidden by the compute."""
     params = fl.initial_params()
@@ -166,6 +223,10 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=2048)
     ap.add_argument("--m", type=int, default=800)
     ap.add_argument("--shards", default="32,128,256,1000")
+    ap.add_argument("--sweep-chains", default="4,8", help="chains of the vmap sweep ('' skips it)")
+    ap.add_argument("--sweep-b", default="16,32,64,256", help="minibatch sizes of the vmap sweep")
+    ap.add_argument("--sweep-shards", default="125,250,500,1000",
+                    help="eval shard sizes of the vmap sweep")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     task = load_task(args.target, {"n_eval": args.n_eval})
@@ -174,6 +235,11 @@ def main() -> None:
     try:
         rows = (eval_shards(task, fl, [int(s) for s in args.shards.split(",")])
                 + vmapped(task, fl, args.chains, args.batch_size)
+                + (vmap_sweep(task, fl, [int(c) for c in args.sweep_chains.split(",")],
+                              [int(b) for b in args.sweep_b.split(",")],
+                              [int(x) for x in args.sweep_shards.split(",")])
+                   if args.sweep_chains else [])
+                + linear_rates(args.chains, 3 * args.n_eval, 128)
                 + reparametrisation(task, fl)
                 + reduce_tile(args.block, args.m, root))
     finally:
