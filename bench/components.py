@@ -11,6 +11,8 @@ its own baseline measured alongside:
   minibatch sizes and eval shard sizes;
 * ``linear``: GFLOP/s of ``torch.bmm`` over stacked weights against one
   ``addmm`` per chain (the product vmap turns a Linear into);
+* ``startup``: the import ``torch.func.grad`` makes on its first call (a fresh
+  process), which the sampler now makes before the chains start;
 * ``functional_call``: the model called through ``FunctionalLoss`` against the
   module called directly (the re-parametrisation's overhead per call);
 * ``reduce_tile``: one B x B tile of the reduce: the product, the scaling to
@@ -36,7 +38,7 @@ import zarr
 from torch.func import functional_call, grad_and_value, vmap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import machine, table  # noqa: E402
+from _util import machine, run_measured, table  # noqa: E402
 
 from losskernel_dist.reduce.kernel import transposed  # noqa: E402
 from losskernel_dist.rng import minibatch_indices  # noqa: E402
@@ -152,6 +154,20 @@ def linear_rates(chains: int, rows_n: int, width: int) -> list[dict]:
     ]
 
 
+STARTUP = """
+import json, time, torch
+t0 = time.perf_counter()
+import torch._dynamo
+RESULT = {"seconds": time.perf_counter() - t0}
+"""
+
+
+def startup() -> list[dict]:
+    """The import ``torch.func.grad`` makes on its first call, in a fresh process."""
+    return [{"part": "startup", "what": "import torch._dynamo after torch (first torch.func "
+             "grad call)", "ms": run_measured(STARTUP)["seconds"] * 1e3}]
+
+
 def reparametrisation(task, fl: FunctionalLoss) -> list[dict]:
     """Per-call cost on a tiny batch, where the overhead is not hidden by the compute."""
     params = fl.initial_params()
@@ -240,6 +256,7 @@ def main() -> None:
                               [int(x) for x in args.sweep_shards.split(",")])
                    if args.sweep_chains else [])
                 + linear_rates(args.chains, 3 * args.n_eval, 128)
+                + startup()
                 + reparametrisation(task, fl)
                 + reduce_tile(args.block, args.m, root))
     finally:

@@ -12,17 +12,9 @@ from pathlib import Path
 
 import pytest
 
-try:
-    import torchvision  # noqa: F401
+from .vision_helpers import requires_torchvision
 
-    HAVE_TORCHVISION, WHY = True, ""
-except Exception as exc:  # ImportError, or a torchvision built against another torch
-    HAVE_TORCHVISION, WHY = False, f"torchvision does not import here ({type(exc).__name__}: {exc})"
-
-pytestmark = pytest.mark.skipif(
-    not HAVE_TORCHVISION,
-    reason=f"{WHY}; run with .venv-vision/bin/python -m pytest tests/test_bench_gpu.py",
-)
+pytestmark = requires_torchvision("tests/test_bench_gpu.py")
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,15 +18,9 @@ import torch
 from losskernel_dist.config import load_config
 from losskernel_dist.task import Task, load_task
 
+from .vision_helpers import torchvision_problem
+
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
-
-
-def _torchvision_imports() -> bool:
-    try:
-        import torchvision  # noqa: F401
-    except Exception:  # ImportError, or a torchvision built against another torch
-        return False
-    return True
 
 
 def _imagenet_args(tmp_path: Path) -> dict:
@@ -60,7 +54,7 @@ def test_config_validates_and_its_task_builds_small(path, tmp_path):
         f"{path.name}: no small-size recipe for task target {target!r}; add one to SMALL in "
         "tests/test_configs.py"
     )
-    if target in NEEDS_TORCHVISION and not _torchvision_imports():
+    if target in NEEDS_TORCHVISION and torchvision_problem():
         pytest.skip(f"{path.name}: torchvision does not import here (run it with .venv-vision)")
     make_args, n_eval = SMALL[target]
     args = {**config.task.args, **make_args(tmp_path)}

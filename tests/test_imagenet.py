@@ -17,17 +17,9 @@ import pytest
 import torch
 import yaml
 
-try:
-    import torchvision  # noqa: F401
+from .vision_helpers import requires_torchvision
 
-    HAVE_TORCHVISION, WHY = True, ""
-except Exception as exc:  # ImportError, or a torchvision built against another torch
-    HAVE_TORCHVISION, WHY = False, f"torchvision does not import here ({type(exc).__name__}: {exc})"
-
-pytestmark = pytest.mark.skipif(
-    not HAVE_TORCHVISION,
-    reason=f"{WHY}; run with .venv-vision/bin/python -m pytest tests/test_imagenet.py",
-)
+pytestmark = requires_torchvision("tests/test_imagenet.py")
 
 from losskernel_dist.cli import main  # noqa: E402
 from losskernel_dist.store import RunStore  # noqa: E402

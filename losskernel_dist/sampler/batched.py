@@ -11,10 +11,10 @@ floating-point tolerance (batched kernels may round differently).
 The loss-vector pass is either vmapped too (``eval_mode="vmap"``) or run chain
 by chain on the stacked parameters' slices (``"chains"``). On an accelerator
 one chain's pass may leave the device idle, so the vmapped pass wins; on a CPU
-one chain's eval shard already keeps the cores busy with large GEMMs, and the
-vmapped pass is slower (``torch.bmm`` runs well below ``addmm``'s rate there:
-docs/performance.md), while the minibatch gradient, small per chain, still
-gains from batching.
+one chain's large eval shard already keeps the cores busy, and the vmapped pass
+measured slower there (what vmap adds around the products: separate bias adds,
+a decomposed LayerNorm, reshape copies; docs/performance.md), while the
+minibatch gradient, small per chain, still gains from batching.
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ def batched_eval_mode(setting: str, device: torch.device) -> str:
 def import_transform_machinery() -> None:
     """Import what ``torch.func.grad`` imports on its first call (torch._dynamo).
 
-    That import takes seconds (about 3 s on a 2-core VM): a process start-up
-    cost, paid here, before the chains start, rather than inside the first step.
+    That import takes seconds (``bench/components.py``, part ``startup``): a
+    process start-up cost, paid here, before the chains start, rather than
+    inside the first step.
     """
     import torch._dynamo  # noqa: F401
 
