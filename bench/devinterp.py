@@ -17,7 +17,7 @@ forward passes over the N eval windows, then computes the N x N covariance:
   its chains one after another in one process. 1 thread and ``--threads`` threads.
 * plain PyTorch SGLD loop (the floor): the same steps and forward passes with no
   store, no keyed randomness, then ``numpy.cov``.
-* ours: ``losskernel_dist.sample.sample`` then ``reduce_run`` (``losskernel sample``
+* ours: ``losskernel_dist.jobs.sample.sample`` then ``reduce_with_config`` (``losskernel sample``
   + ``losskernel reduce``): one process with 1 and ``--threads`` threads; chains
   batched under vmap (``sampler.chains_per_batch``); torchrun --standalone (gloo)
   with R ranks x max(1, threads / R) threads for each R of ``--ranks``.
@@ -181,8 +181,8 @@ OURS = """
 import json, os, sys, time
 import numpy as np
 from losskernel_dist.config import load_config
-from losskernel_dist.reduce.run import reduce_run
-from losskernel_dist.sample import sample, store_path
+from losskernel_dist.reduce.dispatch import reduce_with_config
+from losskernel_dist.jobs.sample import sample
 from losskernel_dist.store import RunStore
 config = load_config(sys.argv[1], sys.argv[3:])
 t0 = time.perf_counter()
@@ -190,9 +190,9 @@ report = sample(config, progress=False)
 t1 = time.perf_counter()
 RESULT = {"sample_s": t1 - t0, "draws": report.draws_written}
 if int(os.environ.get("RANK", "0")) == 0:
-    reduce_run(store_path(config.run_dir), config.reduce)
+    reduce_with_config(RunDir(config.run_dir).open_store(mode="r+"), config)
     RESULT["kernel_s"] = time.perf_counter() - t1
-    np.save(sys.argv[2], RunStore.open(store_path(config.run_dir)).kernel_array("cov")[...])
+    np.save(sys.argv[2], RunDir(config.run_dir).open_store().kernel_array("cov")[...])
 """
 
 

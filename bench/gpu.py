@@ -30,7 +30,7 @@ PAPER = {"chains": 15, "draws": 500, "burnin": 100, "gpus": 4, "hours": 3.0}
 
 def run(root: Path, name: str, args: argparse.Namespace, **eval_opts) -> dict:
     from losskernel_dist.config import config_from_dict
-    from losskernel_dist.sample import sample
+    from losskernel_dist.jobs.sample import sample
     from losskernel_dist.store import RunStore
 
     data = {

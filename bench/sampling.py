@@ -48,7 +48,7 @@ RESULT = {"seconds": seconds, "draws": int(out.shape[0] * out.shape[1])}
 OURS = """
 import json, sys, time, torch
 from losskernel_dist.config import load_config
-from losskernel_dist.sample import sample
+from losskernel_dist.jobs.sample import sample
 config = load_config(sys.argv[1], sys.argv[2:])
 report = sample(config, progress=False)
 RESULT = {"seconds": report.seconds, "draws": report.draws_written}

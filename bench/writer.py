@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 CHILD = """
 import json, sys, time
-from losskernel_dist import sample as S
+from losskernel_dist.jobs import sample as S
 from losskernel_dist.config import load_config
 spent = {"commits": 0, "commit_s": 0.0, "checkpoint_s": 0.0}
 def timed(fn, key, count=False):

@@ -1,40 +1,30 @@
 """The ``losskernel`` command: one thin function per subcommand, no logic of its own.
 
-Known errors (bad config, task, run directory, store, lock) print one line on
-stderr and exit with status 2; anything else is a bug and shows its traceback.
+Every subcommand parses its arguments, calls the Python API (``api.py``) and
+prints. User errors (``errors.LosskernelError``: bad config, task, run directory,
+store, lock) print one line on stderr and exit with status 2 (``--debug`` or
+LOSSKERNEL_DEBUG=1 shows their traceback); anything else is a bug and shows its
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import ConfigError, load_config
-from .task import TaskError
+from .errors import LosskernelError
 
 EXIT_USAGE = 2
-
-
 EXIT_INTERRUPTED = 75  # a stop signal ended sampling after a clean checkpoint: run it again
-
-
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from .calibrate import CalibrationError
-    from .guards import GuardError
-    from .locks import LockedError
-    from .sample import RunDirError
-    from .store import StoreError
-    from .submit import SubmitError
-
-    return (ConfigError, TaskError, RunDirError, StoreError, LockedError, SubmitError,
-            FileNotFoundError, CalibrationError, GuardError)
+DEBUG_ENV = "LOSSKERNEL_DEBUG"
 
 
 def _interrupted() -> type[BaseException]:
-    from .sample import SamplingInterrupted
+    from .jobs.sample import SamplingInterrupted
 
     return SamplingInterrupted
 
@@ -48,31 +38,15 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def cmd_sample(args: argparse.Namespace) -> int:
-    from .sample import sample
+def _load(args: argparse.Namespace):
+    from .api import load_config
 
-    config = load_config(args.config, args.overrides)
-    report = sample(config, progress=not args.no_progress)
-    _print_sample_report(report)
-    _guard_rails(config)
-    return 0 if not report.failed else 3
-
-
-def _guard_rails(config) -> None:
-    """Print the guard rails' flags (main process only); GuardError when they are errors."""
-    from .distributed import placement_from_env
-    from .guards import check_run, enforce
-    from .sample import store_path
-    from .store import RunStore
-
-    if not placement_from_env().is_main:
-        return
-    store = RunStore.open(store_path(config.run_dir))
-    for line in enforce(check_run(store, config.guards), config.guards):
-        print(f"losskernel: warning: {line}", file=sys.stderr)
+    return load_config(args.config, args.overrides)
 
 
 def _print_sample_report(report) -> None:
+    if report is None:
+        return
     print(
         f"sampled chains {report.chains}: {report.draws_written} draws written "
         f"in {report.seconds:.1f} s"
@@ -81,16 +55,9 @@ def _print_sample_report(report) -> None:
         print(f"chain {chain} FAILED: {message}", file=sys.stderr)
 
 
-def _reduce(run_dir: Path, allow_partial: bool, progress: bool) -> None:
-    from .config import config_from_dict
-    from .reduce.run import reduce_run
-    from .sample import read_run_config, store_path
-
-    config = config_from_dict(read_run_config(run_dir))
-    report = reduce_run(
-        store_path(run_dir), config.reduce, allow_partial=allow_partial, progress=progress,
-        exclude_same_label=config.analysis.exclude_same_label,
-    )
+def _print_reduce_report(report, config) -> None:
+    if report is None:
+        return
     kind = config.reduce.kernel
     if kind == "neighbours":
         what = (f"the top-{report.k} {report.metric} neighbours of {report.n} samples"
@@ -106,24 +73,62 @@ def _reduce(run_dir: Path, allow_partial: bool, progress: bool) -> None:
     )
 
 
+def _print_analysis(run) -> None:
+    for key, value in run.metrics.get("summary", {}).items():
+        print(f"{key}: {value}")
+    print(f"analysis written to {run.rundir.analysis}")
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from . import api
+
+    run = api.sample(_load(args), progress=not args.no_progress)
+    _print_sample_report(run.sample_report)
+    return 0 if not run.sample_report.failed else 3
+
+
 def cmd_reduce(args: argparse.Namespace) -> int:
-    _reduce(Path(args.run_dir), args.allow_partial, not args.no_progress)
+    from . import api
+
+    run = api.reduce(args.run_dir, allow_partial=args.allow_partial,
+                     progress=not args.no_progress)
+    _print_reduce_report(run.reduce_report, run.config)
     return 0
 
 
-def _analyze(run_dir: Path) -> dict:
-    from .analysis.pipeline import analyze_run
-
-    metrics = analyze_run(run_dir)
-    summary = metrics.get("summary", {})
-    for key, value in summary.items():
-        print(f"{key}: {value}")
-    print(f"analysis written to {run_dir / 'analysis'}")
-    return metrics
-
-
 def cmd_analyze(args: argparse.Namespace) -> int:
-    _analyze(Path(args.run_dir))
+    from . import api
+
+    _print_analysis(api.analyze(args.run_dir))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import api
+
+    config = _load(args)
+    if config.development.checkpoints:  # one run per checkpoint, maps side by side
+        return _run_development(config, progress=not args.no_progress)
+    run = api.run(config, progress=not args.no_progress)
+    _print_sample_report(run.sample_report)
+    if run.reduce_report is None:  # another rank of torchrun: the main one goes on
+        return 0
+    _print_reduce_report(run.reduce_report, config)
+    if config.analysis.enabled:
+        _print_analysis(run)
+    return 0
+
+
+def _run_development(config, progress: bool) -> int:
+    from .jobs.development import FIGURE_FILE, SUMMARY_FILE, run_development
+
+    result = run_development(config, progress=progress)
+    for entry in result.get("checkpoints", []):
+        summary = ", ".join(f"{k} {v}" for k, v in entry["summary"].items())
+        print(f"{entry['name']}: {summary}")
+    if result:
+        figure = f"{config.run_dir / FIGURE_FILE} and " if "figure" in result else ""
+        print(f"development written to {figure}{config.run_dir / SUMMARY_FILE}")
     return 0
 
 
@@ -139,54 +144,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from .distributed import placement_from_env
-    from .sample import sample
-
-    config = load_config(args.config, args.overrides)
-    if config.development.checkpoints:  # one run per checkpoint, maps side by side
-        return _run_development(config, progress=not args.no_progress)
-    report = sample(config, progress=not args.no_progress)
-    _print_sample_report(report)
-    if not placement_from_env().is_main:
-        return 0
-    _guard_rails(config)
-    _reduce(config.run_dir, allow_partial=False, progress=not args.no_progress)
-    if config.analysis.enabled:
-        _analyze(config.run_dir)
-    return 0
-
-
-def _run_development(config, progress: bool) -> int:
-    from .development import FIGURE_FILE, SUMMARY_FILE, run_development
-
-    result = run_development(config, progress=progress)
-    for entry in result.get("checkpoints", []):
-        summary = ", ".join(f"{k} {v}" for k, v in entry["summary"].items())
-        print(f"{entry['name']}: {summary}")
-    if result:
-        figure = f"{config.run_dir / FIGURE_FILE} and " if "figure" in result else ""
-        print(f"development written to {figure}{config.run_dir / SUMMARY_FILE}")
-    return 0
-
-
 def cmd_info(args: argparse.Namespace) -> int:
-    from .info import run_info
+    from . import api
 
-    info = run_info(Path(args.run_dir))
+    info = api.open_run(args.run_dir).info()
     if args.json:
         print(json.dumps(info, indent=2, default=str))
     else:
-        from .info import format_info
+        from .jobs.info import format_info
 
         print(format_info(info))
     return 0
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from .submit import submit, wait
+    from .jobs.submit import submit, wait
 
-    config = load_config(args.config, args.overrides)
+    config = _load(args)
     sub = submit(config)
     what = (f"{len(sub.tasks)} array tasks ({sub.cluster}, job {sub.array_id}) for chains "
             f"{sub.groups}" if sub.tasks else "no array tasks (every chain is done or failed)")
@@ -207,7 +181,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .calibrate import (
+    from .jobs.calibrate import (
         REPORT_NAME,
         calibrate,
         calibration_dir,
@@ -222,6 +196,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     for key in ("chains_per_setting", "steps", "draws", "min_cka"):
         if getattr(args, key) is not None:
             overrides.append(f"calibrate.{key}={getattr(args, key)}")
+    from .api import load_config
+
     config = load_config(args.config, overrides)
     shard = parse_shard(args.shard) if args.shard else None
     cal = calibrate(config, shard=shard, progress=not args.no_progress)
@@ -253,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="losskernel", description="Loss kernels of trained networks, sampled with SGLD."
     )
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the traceback of user errors too (or {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="sample, reduce and analyze: the whole job")
@@ -318,9 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         return args.func(args)
-    except _known_errors() as exc:
+    except LosskernelError as exc:
+        if debug:
+            raise
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"losskernel: error: {message}", file=sys.stderr)
         return EXIT_USAGE

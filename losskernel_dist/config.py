@@ -8,20 +8,19 @@ the draws: a resumed run whose config differs in one of them is refused.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config value that is missing, unknown or invalid; the message names the key."""
+from .errors import ConfigError
 
 
 def _help(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
@@ -456,6 +455,12 @@ DRAW_KEYS: tuple[str, ...] = (
 )
 
 
+def section_fields(section: str) -> tuple[str, ...]:
+    """The key names of one config section (``"sampler"`` -> chains, draws, ...)."""
+    cls = typing.get_type_hints(Config)[section]
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def draw_keys(config: Config | Mapping[str, Any]) -> dict[str, Any]:
     """The values of the keys that change the draws, by dotted name."""
     data = config.to_dict() if isinstance(config, Config) else config
@@ -594,9 +599,28 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
     return config
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``KEY=VALUE`` overrides (dotted key, YAML value) to raw config data."""
-    for item in overrides:
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``data[a][b][c] = value`` for ``key`` 'a.b.c', making sections as needed."""
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{key}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(
+    data: dict[str, Any], overrides: Sequence[str] | Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Apply overrides to raw config data: ``KEY=VALUE`` strings (dotted key, YAML value,
+    as ``--set`` gives them) or a mapping ``{"sampler.lr": 1e-5}`` of Python values."""
+    if isinstance(overrides, Mapping):
+        for key, value in overrides.items():
+            set_dotted(data, str(key), value)
+        return data
+    for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
         key, raw = item.split("=", 1)
@@ -605,29 +629,31 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError as exc:
             raise ConfigError(f"{key}: value {raw!r} is not valid YAML ({exc})") from exc
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"{key}: {part!r} is not a section")
-            node = child
-        node[parts[-1]] = value
+        set_dotted(data, key, value)
     return data
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config, apply overrides, validate."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r}: top level must be a mapping")
-    return config_from_dict(apply_overrides(data, overrides or []))
+def load_config(
+    source: str | Path | Mapping[str, Any],
+    overrides: Sequence[str] | Mapping[str, Any] | None = None,
+) -> Config:
+    """Read a YAML config file (or take a dict of the same shape), apply overrides, validate.
+
+    ``overrides``: ``{"sampler.lr": 1e-5}`` or ``["sampler.lr=1e-5"]`` (as ``--set``).
+    """
+    if isinstance(source, Mapping):
+        data = copy.deepcopy(dict(source))
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {str(path)!r}: top level must be a mapping")
+    return config_from_dict(apply_overrides(data, overrides))
 
 
 def dump_config(config: Config) -> str:

@@ -57,6 +57,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .config import GuardsConfig, guards_from_dict
+from .errors import GuardError
 from .rng import minibatch_indices
 from .sampler.chain import loss_vector
 from .sampler.data import EvalShards, fetch_batch
@@ -80,9 +81,6 @@ FIXES = {
 }
 DIVERGENT_KINDS = ("diverged", "blew_up")
 
-
-class GuardError(RuntimeError):
-    """Chains were flagged and ``guards.action`` is ``error``."""
 
 
 # ---------------------------------------------------------------------- reference at w*

@@ -30,12 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import LockedError
+
 HEARTBEAT_S = 15.0  # how often a holder touches its lock files
 STALE_S = 120.0  # a lock from another host with an older heartbeat is stale
 
-
-class LockedError(RuntimeError):
-    """Another live process is writing the same chain."""
 
 
 def _alive(pid: int) -> bool:

@@ -35,15 +35,14 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from .errors import StoreError
+
 STATUS_OK = 0
 STATUS_FAILED = 1
 
 SAMPLE_CHUNK = 4096  # samples per chunk along N
 CHUNK_BYTES = 256 * 1024  # target size of one losses chunk
 
-
-class StoreError(RuntimeError):
-    """A store that is missing, incomplete or inconsistent with the request."""
 
 
 def _codecs(compress: bool = True) -> dict[str, Any]:
@@ -192,11 +191,32 @@ class RunStore:
     def set_attrs(self, **values: Any) -> None:
         self.group.attrs.update(values)
 
-    # ------------------------------------------------------------------ sampling writes
-    def write_draw(self, chain: int, draw: int, losses: np.ndarray) -> None:
-        """Write one draw's loss vector (not yet marked done)."""
-        self.group["losses"][chain, draw, :] = np.asarray(losses, dtype=np.float32)
+    # Typed accessors of the group's attributes: no other module spells their keys.
+    @property
+    def fingerprints(self) -> dict[str, str]:
+        """What the run is tied to besides its config (model, eval set...), key -> hash."""
+        return dict(self.group.attrs.get("fingerprints", {}))
 
+    @property
+    def n_train(self) -> int | None:
+        """The size n of the training set the chains were sampled on."""
+        value = self.group.attrs.get("n_train")
+        return None if value is None else int(value)
+
+    @property
+    def reduce_record(self) -> dict[str, Any]:
+        """What the last reduce wrote: engine, draws_used, chains_used, seconds...; {} before."""
+        return dict(self.group.attrs.get("reduce", {}))
+
+    def set_reduce_record(self, record: Mapping[str, Any]) -> None:
+        self.group.attrs["reduce"] = dict(record)
+
+    @property
+    def draws_used(self) -> int:
+        """Draws the stored kernel rests on (0 before a reduce)."""
+        return int(self.reduce_record.get("draws_used", 0))
+
+    # ------------------------------------------------------------------ sampling writes
     def write_draws(self, chain: int, first_draw: int, losses: np.ndarray) -> None:
         """Write consecutive draws ``first_draw ..`` of one chain (not yet marked done)."""
         rows = np.asarray(losses, dtype=np.float32)
@@ -334,6 +354,9 @@ class RunStore:
 
     def has_kernel(self) -> bool:
         return "kernel" in self.group and "corr" in self.group["kernel"]
+
+    def has_kernel_array(self, name: str) -> bool:
+        return "kernel" in self.group and name in self.group["kernel"]
 
     def kernel_array(self, name: str) -> zarr.Array:
         if "kernel" not in self.group or name not in self.group["kernel"]:

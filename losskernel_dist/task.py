@@ -18,11 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .errors import TaskError
+
 LossFn = Callable[[torch.nn.Module, Any], torch.Tensor]
 
-
-class TaskError(ValueError):
-    """A task target that cannot be loaded or does not build a valid Task."""
 
 
 @dataclass

@@ -15,7 +15,7 @@ import numpy as np
 import yaml
 
 from losskernel_dist.reduce.kernel import reduce_store
-from losskernel_dist.sample import CONFIG_NAME, STORE_NAME
+from losskernel_dist.rundir import RunDir
 from losskernel_dist.store import RunStore
 
 
@@ -43,9 +43,9 @@ def planted_run(
         "analysis": {"seed": 0, **(analysis or {})},
         "output": str(run_dir),
     }
-    (run_dir / CONFIG_NAME).write_text(yaml.safe_dump(config, sort_keys=False))
+    (RunDir(run_dir).config_file).write_text(yaml.safe_dump(config, sort_keys=False))
     store = RunStore.create(
-        run_dir / STORE_NAME, chains=chains, draws=draws, n=n, total_steps=burnin + draws,
+        RunDir(run_dir).store, chains=chains, draws=draws, n=n, total_steps=burnin + draws,
         config=config, labels=labels, label_names=label_names, attributes=attributes,
         extra_attrs={"fingerprints": {"model": "model-planted", "eval_set": eval_fingerprint},
                      "n_train": 100},

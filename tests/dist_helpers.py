@@ -83,8 +83,8 @@ def poisoned_config(run: Path, chains: int = 3, victim: int = 1, **slurm: Any) -
     """A run of ``poisoned_linear`` in which only chain ``victim`` draws the NaN training sample,
     first at SGLD step s (12 <= s <= 22, after some draws); returns (config data, s)."""
     from losskernel_dist.config import config_from_dict
+    from losskernel_dist.jobs.sample import settings_from
     from losskernel_dist.rng import minibatch_indices
-    from losskernel_dist.sample import settings_from
 
     n, b = 512, 4
     data = run_config(run, target=POISON_TARGET, chains=chains, batch_size=b,
@@ -136,10 +136,9 @@ def run_losskernel(*args: str, env: dict[str, str] | None = None,
 
 def store_arrays(run_dir: Path) -> dict[str, np.ndarray]:
     """The sampling arrays of a run's store, read in full."""
-    from losskernel_dist.sample import store_path
-    from losskernel_dist.store import RunStore
+    from losskernel_dist.rundir import RunDir
 
-    store = RunStore.open(store_path(Path(run_dir)))
+    store = RunDir(run_dir).open_store()
     g = store.group
     return {name: np.asarray(g[name][...]) for name in
             ("losses", "done", "train_loss", "chain_status")}
@@ -148,18 +147,17 @@ def store_arrays(run_dir: Path) -> dict[str, np.ndarray]:
 def reduce_as_configured(run_dir: Path) -> None:
     """Reduce a run the way 'losskernel reduce' and the submitted reduce job do (its config)."""
     from losskernel_dist.config import config_from_dict
-    from losskernel_dist.reduce.run import reduce_run
-    from losskernel_dist.sample import read_run_config, store_path
+    from losskernel_dist.reduce.dispatch import reduce_with_config
+    from losskernel_dist.rundir import RunDir
 
-    config = config_from_dict(read_run_config(Path(run_dir)))
-    reduce_run(store_path(Path(run_dir)), config.reduce)
+    config = config_from_dict(RunDir(run_dir).read_config_dict())
+    reduce_with_config(RunDir(run_dir).open_store(mode="r+"), config)
 
 
 def kernel_arrays(run_dir: Path) -> dict[str, np.ndarray]:
-    from losskernel_dist.sample import store_path
-    from losskernel_dist.store import RunStore
+    from losskernel_dist.rundir import RunDir
 
-    store = RunStore.open(store_path(Path(run_dir)))
+    store = RunDir(run_dir).open_store()
     return {name: np.asarray(store.kernel_array(name)[...]) for name in
             ("mean", "var", "cov", "corr")}
 
@@ -194,9 +192,9 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
 
 def done_count(run_dir: Path, chains: list[int] | None = None) -> int:
     """Draws marked done so far (0 while the store does not exist yet)."""
-    from losskernel_dist.sample import store_path
+    from losskernel_dist.rundir import RunDir
 
-    if not (store_path(Path(run_dir)) / "zarr.json").is_file():
+    if not (RunDir(run_dir).store / "zarr.json").is_file():
         return 0
     done = store_arrays(run_dir)["done"]
     return int(done[chains].sum() if chains is not None else done.sum())

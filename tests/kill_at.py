@@ -47,7 +47,7 @@ def _counting(fn: Callable[..., Any], target: int, before: bool = False) -> Call
 def install(point: str, count: int) -> None:
     import torch
 
-    from losskernel_dist import sample
+    from losskernel_dist.jobs import sample
     from losskernel_dist.store import RunStore
 
     if point == "draws_written":

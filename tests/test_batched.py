@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from losskernel_dist.config import config_from_dict
-from losskernel_dist.sample import sample
+from losskernel_dist.jobs.sample import sample
 from losskernel_dist.store import RunStore
 
 from .conftest import linear_config
@@ -59,7 +59,7 @@ def test_divergence_in_a_batch_fails_only_diverged_chains(tmp_path):
 @pytest.mark.parametrize("size", [1, 2, 4])
 def test_batch_groups_respect_resume_steps(size):
     from losskernel_dist.checkpoint import ChainState
-    from losskernel_dist.sample import batch_groups
+    from losskernel_dist.jobs.sample import batch_groups
 
     states = {0: None, 1: ChainState(1, 10, {}, ""), 2: None, 3: ChainState(3, 10, {}, ""),
               4: None}

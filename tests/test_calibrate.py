@@ -28,7 +28,9 @@ import torch
 import yaml
 
 from losskernel_dist.analysis.cka import cka
-from losskernel_dist.calibrate import (
+from losskernel_dist.cli import main
+from losskernel_dist.config import ConfigError, config_from_dict, load_config
+from losskernel_dist.jobs.calibrate import (
     RULE,
     Setting,
     SettingResult,
@@ -40,8 +42,6 @@ from losskernel_dist.calibrate import (
     recommend,
     split_half_cka,
 )
-from losskernel_dist.cli import main
-from losskernel_dist.config import ConfigError, config_from_dict, load_config
 from losskernel_dist.store import RunStore
 from losskernel_dist.tasks import linear
 

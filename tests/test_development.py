@@ -15,9 +15,8 @@ import pytest
 
 from losskernel_dist.cli import main
 from losskernel_dist.config import ConfigError, config_from_dict
-from losskernel_dist.development import FIGURE_FILE, SUMMARY_FILE, subrun_dir
-from losskernel_dist.sample import store_path
-from losskernel_dist.store import RunStore
+from losskernel_dist.jobs.development import FIGURE_FILE, SUMMARY_FILE, subrun_dir
+from losskernel_dist.rundir import RunDir
 from losskernel_dist.tasks import modular
 
 DATA = Path(modular.__file__).resolve().parent / "data"
@@ -48,7 +47,7 @@ def test_run_over_two_checkpoints(tmp_path, write_config, capsys):
     assert main(["run", str(path), "--no-progress"]) == 0
     for i, ckpt in enumerate(CHECKPOINTS):
         run_dir = subrun_dir(out, i, ckpt)
-        store = RunStore.open(store_path(run_dir))
+        store = RunDir(run_dir).open_store()
         assert store.has_kernel(), run_dir
         assert store.config["task"]["args"]["checkpoint"] == ckpt
         assert store.read_embedding("umap_2d").shape == (40, 2)

@@ -20,7 +20,7 @@ import torch
 
 from losskernel_dist.config import config_from_dict
 from losskernel_dist.distributed import Placement, chains_for, placement_from_env
-from losskernel_dist.sample import sample
+from losskernel_dist.jobs.sample import sample
 
 from .dist_helpers import (
     REPO,
@@ -151,7 +151,7 @@ def test_layout_invariance_on_gpu_within_tolerance(tmp_path):
 
 
 def test_array_tasks_cover_the_unfinished_chains_once(tmp_path):
-    from losskernel_dist.submit import chain_groups, unfinished_groups
+    from losskernel_dist.jobs.submit import chain_groups, unfinished_groups
 
     assert chain_groups(5, 2) == [[0, 1], [2, 3], [4]]
     assert chain_groups(3, 8) == [[0, 1, 2]]
@@ -163,7 +163,7 @@ def test_array_tasks_cover_the_unfinished_chains_once(tmp_path):
 
 def test_slurm_options_reach_the_executor(tmp_path):
     from losskernel_dist.config import ConfigError
-    from losskernel_dist.submit import make_executor
+    from losskernel_dist.jobs.submit import make_executor
 
     data = run_config(tmp_path / "run", slurm={
         "cluster": "slurm", "partition": "gpu", "time_min": 90, "gpus_per_task": 1,
@@ -187,8 +187,8 @@ def test_slurm_options_reach_the_executor(tmp_path):
 @pytest.mark.parametrize("kernel", ["dense", "neighbours", "both"])
 def test_the_submitted_reduce_job_honours_reduce_kernel(tmp_path, kernel):
     """The SLURM reduce job reduces as 'losskernel reduce' does, from the run's config."""
+    from losskernel_dist.jobs.submit import reduce_job
     from losskernel_dist.store import RunStore
-    from losskernel_dist.submit import reduce_job
 
     run = tmp_path / "run"
     data = run_config(run, chains=2, draws=6)

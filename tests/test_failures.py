@@ -17,12 +17,12 @@ import pytest
 from losskernel_dist import locks
 from losskernel_dist.cli import main as cli_main
 from losskernel_dist.config import config_from_dict
-from losskernel_dist.info import format_info, run_info
+from losskernel_dist.jobs.info import format_info, run_info
+from losskernel_dist.jobs.sample import draws_kept_by, sample, settings_from
+from losskernel_dist.jobs.submit import SubmitError, prepare
 from losskernel_dist.locks import ChainLocks, LockedError, lock_path
 from losskernel_dist.reduce.kernel import IncompleteRunError, reduce_store
-from losskernel_dist.sample import draws_kept_by, sample, settings_from, store_path
-from losskernel_dist.store import RunStore
-from losskernel_dist.submit import SubmitError, prepare
+from losskernel_dist.rundir import RunDir
 
 from .dist_helpers import (
     REPO,
@@ -65,7 +65,7 @@ def test_nan_chain_is_reported_and_isolated_and_reduce_needs_allow_partial(tmp_p
     assert cli_main(["reduce", str(run), "--no-progress"]) == 2
     assert "failed chains [1]" in capsys.readouterr().err
     assert cli_main(["reduce", str(run), "--allow-partial", "--no-progress"]) == 0
-    store = RunStore.open(store_path(run))
+    store = RunDir(run).open_store()
     used = store.attrs["reduce"]
     assert used["partial"] and used["chains_used"] == [0, 2]
     assert used["excluded"]["failed_chains"] == [1] and used["draws_used"] == 24
@@ -79,7 +79,7 @@ def test_unfinished_chains_need_allow_partial_which_records_the_missing_draws(tm
     run = tmp_path / "run"
     config = config_from_dict(run_config(run, chains=2))
     sample(config, chains=[0], progress=False)  # chain 1 never ran
-    store = RunStore.open(store_path(run), mode="r+")
+    store = RunDir(run).open_store(mode="r+")
     with pytest.raises(IncompleteRunError, match="12 of 24 draws not done"):
         reduce_store(store, block_size=8, threads=1)
     report = reduce_store(store, block_size=8, threads=1, allow_partial=True)
@@ -98,15 +98,15 @@ def test_corrupted_chunk_is_an_error_never_a_wrong_kernel(tmp_path, capsys):
     run = tmp_path / "run"
     config = config_from_dict(run_config(run, chains=2))
     sample(config, progress=False)
-    chunks = sorted(p for p in (store_path(run) / "losses").rglob("*")
+    chunks = sorted(p for p in (RunDir(run).store / "losses").rglob("*")
                     if p.is_file() and p.name != "zarr.json")
     _flip_a_byte(chunks[-1])
     with pytest.raises(ValueError, match="checksum"):
-        reduce_store(RunStore.open(store_path(run), mode="r+"), block_size=8, threads=1)
+        reduce_store(RunDir(run).open_store(mode="r+"), block_size=8, threads=1)
     with pytest.raises(ValueError, match="checksum"):
         cli_main(["reduce", str(run), "--no-progress"])
-    assert not RunStore.open(store_path(run)).has_kernel()
-    done_chunk = next(p for p in (store_path(run) / "done").rglob("*")
+    assert not RunDir(run).open_store().has_kernel()
+    done_chunk = next(p for p in (RunDir(run).store / "done").rglob("*")
                       if p.is_file() and p.name != "zarr.json")
     _flip_a_byte(done_chunk)
     with pytest.raises(ValueError, match="checksum"):

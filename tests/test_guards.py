@@ -19,8 +19,8 @@ from losskernel_dist.analysis.pipeline import analyze_run
 from losskernel_dist.cli import main
 from losskernel_dist.config import GuardsConfig, config_from_dict
 from losskernel_dist.guards import check_arrays, check_run, measure_reference
+from losskernel_dist.jobs.sample import sample
 from losskernel_dist.rng import minibatch_indices
-from losskernel_dist.sample import sample
 from losskernel_dist.sampler.batched import run_chains_batched
 from losskernel_dist.sampler.chain import run_chain
 from losskernel_dist.sampler.data import EvalShards
@@ -44,7 +44,7 @@ def precision_spectrum(args: dict, nbeta: float) -> np.ndarray:
 
 
 def test_distance_is_the_norm_from_w_star_in_both_samplers():
-    from losskernel_dist.sample import settings_from
+    from losskernel_dist.jobs.sample import settings_from
 
     task = linear.build(n=64, n_eval=8, dim=5)
     fl = FunctionalLoss(task, CPU)

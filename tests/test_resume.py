@@ -21,14 +21,14 @@ import torch
 from losskernel_dist.checkpoint import ChainState, chain_path, load_chain, restore, save_chain
 from losskernel_dist.cli import main as cli_main
 from losskernel_dist.config import config_from_dict
-from losskernel_dist.locks import holders
-from losskernel_dist.sample import (
+from losskernel_dist.jobs.sample import (
     RunDirError,
     _covered,
     draws_kept_by,
     sample,
     settings_from,
 )
+from losskernel_dist.locks import holders
 
 from .dist_helpers import (
     REPO,

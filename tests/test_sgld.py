@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from losskernel_dist.config import config_from_dict
+from losskernel_dist.jobs.sample import sample
 from losskernel_dist.rng import minibatch_indices, noise_generator
-from losskernel_dist.sample import sample
 from losskernel_dist.sampler.chain import SGLDSettings, run_chain
 from losskernel_dist.sampler.data import EvalShards
 from losskernel_dist.sampler.functional import FunctionalLoss

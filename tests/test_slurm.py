@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 from losskernel_dist.config import config_from_dict
-from losskernel_dist.info import format_info, run_info
-from losskernel_dist.sample import sample
-from losskernel_dist.submit import submission_status
+from losskernel_dist.jobs.info import format_info, run_info
+from losskernel_dist.jobs.sample import sample
+from losskernel_dist.jobs.submit import submission_status
 
 from .dist_helpers import (
     REPO,

@@ -117,14 +117,14 @@ def test_config_validates_the_neighbours_keys(tmp_path, key, value, needle):
 
 
 def test_reduce_job_keeps_at_most_half_its_memory_of_draws(tmp_path):
-    from losskernel_dist.submit import reduce_job_config
+    from losskernel_dist.jobs.submit import reduce_job_overrides
 
     data = linear_config(tmp_path / "run")
-    assert reduce_job_config(config_from_dict(data)).cache_gb == 4.0  # no memory set
+    assert reduce_job_overrides(config_from_dict(data)) == {}  # no memory set
     data["slurm"] = {"reduce_mem_gb": 6}
-    assert reduce_job_config(config_from_dict(data)).cache_gb == 3.0
+    assert reduce_job_overrides(config_from_dict(data)) == {"cache_gb": 3.0}
     data["reduce"]["cache_gb"] = 1
-    assert reduce_job_config(config_from_dict(data)).cache_gb == 1
+    assert reduce_job_overrides(config_from_dict(data)) == {}
 
 
 def test_old_cache_key_is_read_as_the_new_one(tmp_path):

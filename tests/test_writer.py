@@ -19,16 +19,16 @@ import torch
 from losskernel_dist.checkpoint import load_chain
 from losskernel_dist.cli import main as cli_main
 from losskernel_dist.config import ConfigError, config_from_dict
-from losskernel_dist.sample import (
+from losskernel_dist.jobs.sample import (
     SamplingInterrupted,
     draws_kept_by,
     sample,
     settings_from,
-    store_path,
 )
+from losskernel_dist.jobs.writer import CommitQueue, WriterError
+from losskernel_dist.rundir import RunDir
 from losskernel_dist.sampler.host import host_array, host_tensors
 from losskernel_dist.store import RunStore
-from losskernel_dist.writer import CommitQueue, WriterError
 
 from .dist_helpers import assert_same_arrays, run_config, store_arrays, write_yaml
 
@@ -178,7 +178,7 @@ def test_the_writer_thread_gives_the_bitwise_same_store(tmp_path, batched):
         sample(config_from_dict(run_config(run, chains=3, write_queue=q,
                                            chains_per_batch=batched)), progress=False)
         out[q] = store_arrays(run)
-        out[q]["distance"] = np.asarray(RunStore.open(store_path(run)).distances())
+        out[q]["distance"] = np.asarray(RunDir(run).open_store().distances())
     assert out[0]["done"].all()
     assert_same_arrays(out[1], out[0])
     assert_same_arrays(out[4], out[0])
@@ -186,7 +186,7 @@ def test_the_writer_thread_gives_the_bitwise_same_store(tmp_path, batched):
 
 def _losses_chunk(run: Path, chain: int) -> Path:
     """The file of ``chain``'s first losses chunk (the test runs have one chunk per chain)."""
-    return store_path(run) / "losses" / "c" / str(chain) / "0" / "0"
+    return RunDir(run).store / "losses" / "c" / str(chain) / "0" / "0"
 
 
 @pytest.mark.parametrize("write_queue", [0, 4])

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from ..config import _get_dotted
-from ..sample import read_run_config, store_path
-from ..store import RunStore, StoreError
+from ..errors import CompareError
+from ..rundir import RunDir
+from ..store import RunStore
 from .cka import cka
 
 COMPARED_KEYS = ("sampler.lr", "sampler.nbeta", "sampler.localization", "sampler.chains",
@@ -25,12 +26,9 @@ COMPARED_KEYS = ("sampler.lr", "sampler.nbeta", "sampler.localization", "sampler
                  "task.target", "task.args")
 
 
-class CompareError(StoreError):
-    """Two runs whose kernels cannot be compared."""
-
 
 def _open(run_dir: Path) -> RunStore:
-    store = RunStore.open(store_path(run_dir))
+    store = RunDir(run_dir).open_store()
     if not store.has_kernel():
         raise CompareError(f"run {str(run_dir)!r} has no kernel: run 'losskernel reduce' first")
     return store
@@ -42,8 +40,8 @@ def check_comparable(a: RunStore, b: RunStore, run_a: Path, run_b: Path) -> None
     if na != nb:
         raise CompareError(f"runs have different numbers of samples: {run_a} has N={na}, "
                            f"{run_b} has N={nb}")
-    fa = dict(a.attrs.get("fingerprints", {})).get("eval_set")
-    fb = dict(b.attrs.get("fingerprints", {})).get("eval_set")
+    fa = a.fingerprints.get("eval_set")
+    fb = b.fingerprints.get("eval_set")
     if fa is None or fb is None:
         missing = run_a if fa is None else run_b
         raise CompareError(f"run {str(missing)!r} records no eval-set fingerprint: cannot verify "
@@ -73,7 +71,7 @@ def compare_runs(run_a: Path, run_b: Path) -> dict[str, Any]:
     run_a, run_b = Path(run_a), Path(run_b)
     a, b = _open(run_a), _open(run_b)
     check_comparable(a, b, run_a, run_b)
-    ca, cb = read_run_config(run_a), read_run_config(run_b)
+    ca, cb = RunDir(run_a).read_config_dict(), RunDir(run_b).read_config_dict()
     var_a = np.asarray(a.kernel_array("var")[...])
     var_b = np.asarray(b.kernel_array("var")[...])
     ok = (var_a > 0) & (var_b > 0)
@@ -81,15 +79,15 @@ def compare_runs(run_a: Path, run_b: Path) -> dict[str, Any]:
         "run_a": str(run_a),
         "run_b": str(run_b),
         "n": a.shape[2],
-        "draws_a": int(dict(a.attrs.get("reduce", {})).get("draws_used", 0)),
-        "draws_b": int(dict(b.attrs.get("reduce", {})).get("draws_used", 0)),
+        "draws_a": a.draws_used,
+        "draws_b": b.draws_used,
         "cka_cov": cka(a.kernel_array("cov"), b.kernel_array("cov")),
         "cka_corr": cka(a.kernel_array("corr"), b.kernel_array("corr")),
         "variance_log_corr": float(np.corrcoef(np.log(var_a[ok]), np.log(var_b[ok]))[0, 1])
         if ok.sum() > 2 else None,
         "trace_ratio_b_over_a": float(var_b.sum() / var_a.sum()) if var_a.sum() > 0 else None,
-        "same_model": dict(a.attrs.get("fingerprints", {})).get("model")
-        == dict(b.attrs.get("fingerprints", {})).get("model"),
+        "same_model": a.fingerprints.get("model")
+        == b.fingerprints.get("model"),
         "differing_config": {
             key: [_get_dotted(ca, key), _get_dotted(cb, key)]
             for key in COMPARED_KEYS if _get_dotted(ca, key) != _get_dotted(cb, key)

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..store import STATUS_OK, RunStore
+from ..reduce.usable import usable_draws
+from ..store import RunStore
 
 BLOCK_BYTES = 32 * 1024 * 1024  # float64 working block of kernel rows
 
@@ -89,8 +90,7 @@ class DrawReader:
 
     @classmethod
     def for_store(cls, store: RunStore) -> DrawReader:
-        healthy = store.chain_status() == STATUS_OK
-        return cls(store, store.done() & healthy[:, None])
+        return cls(store, usable_draws(store).mask)
 
     @property
     def chains(self) -> int:

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..config import AnalysisConfig, ConfigError, _build
 from ..guards import run_verdict
-from ..sample import read_run_config, store_path
+from ..rundir import RunDir
 from ..store import RunStore, StoreError
 from . import plots
 from .attributes import attribute_lift, discrete_attributes, farthest_point_groups, mean_rgb
@@ -128,9 +128,9 @@ def analyze_run(run_dir: Path) -> dict:
     """Run every applicable analysis on a reduced run; returns the metrics written."""
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
-    run_config = read_run_config(run_dir)
+    run_config = RunDir(run_dir).read_config_dict()
     cfg = load_analysis_config(run_config)
-    store = RunStore.open(store_path(run_dir), mode="r+")
+    store = RunDir(run_dir).open_store(mode="r+")
     dense = store.has_kernel()
     if not dense and not store.has_stream_neighbours():
         raise StoreError(f"run {str(run_dir)!r} has no kernel yet: run 'losskernel reduce' first")
@@ -138,7 +138,7 @@ def analyze_run(run_dir: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.png"):
         old.unlink()  # figures of an earlier analysis that may no longer apply
-    reduce_info = dict(store.attrs.get("reduce", {}))
+    reduce_info = store.reduce_record
     ctx = Context(
         run_dir=run_dir, out=out, store=store, cfg=cfg, run_config=run_config,
         draws=int(reduce_info.get("draws_used", 0)), n=store.shape[2],
@@ -180,8 +180,8 @@ def run_section(ctx: Context, reduce_info: dict) -> dict[str, Any]:
         "draws_per_chain": draws_per_chain,
         "draws": ctx.draws,
         "reduce": reduce_info,
-        "n_train": ctx.store.attrs.get("n_train"),
-        "fingerprints": dict(ctx.store.attrs.get("fingerprints", {})),
+        "n_train": ctx.store.n_train,
+        "fingerprints": ctx.store.fingerprints,
         "labels": None if ctx.labels is None else int(np.unique(ctx.labels).size),
         "label_names": ctx.label_names if ctx.label_names and len(ctx.label_names) <= 50 else None,
         "attributes": {k: list(np.shape(v)) for k, v in ctx.attributes.items()},

@@ -44,9 +44,11 @@ import dask
 import numpy as np
 from dask.callbacks import Callback
 from threadpoolctl import threadpool_limits
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
-from ..store import SAMPLE_CHUNK, STATUS_OK, RunStore, StoreError
+from ..errors import IncompleteRunError
+from ..store import SAMPLE_CHUNK, RunStore
+from .usable import usable_draws
 
 TILE_KEY = "kernel-tile-"  # dask key prefix of the tile tasks
 DEFAULT_CACHE_BYTES = 4 << 30
@@ -54,9 +56,6 @@ STATS_SLICE = 512  # columns converted to float64 at a time in pass 1
 # float32 scaling of a correlation tile under/overflows when 1/(sd_i sd_j) exceeds this
 FLOAT32_SCALE_LIMIT = 1e30
 
-
-class IncompleteRunError(StoreError):
-    """The run has missing or failed draws and a partial reduce was not requested."""
 
 
 @dataclass
@@ -95,7 +94,7 @@ def record_report(
         seconds=time.perf_counter() - t0,
         excluded=excluded,
     )
-    store.set_attrs(reduce={**report.as_attrs(), "engine": engine})
+    store.set_reduce_record({**report.as_attrs(), "engine": engine})
     return report
 
 
@@ -112,11 +111,9 @@ def peak_memory_bytes(
 def select_rows(store: RunStore, allow_partial: bool) -> tuple[np.ndarray, list[int], dict]:
     """Flat (chain*T + draw) indices of the draws to use, and which chains they come from."""
     chains, draws, _ = store.shape
-    done = store.done()
-    healthy = store.chain_status() == STATUS_OK
-    failed = [int(c) for c in np.flatnonzero(~healthy)]
-    missing = int((~done[healthy]).sum())
-    if not allow_partial and (failed or missing):
+    usable = usable_draws(store)
+    failed, missing = usable.failed_chains, usable.missing
+    if not allow_partial and not usable.complete:
         parts = []
         if failed:
             parts.append(f"failed chains {failed}")
@@ -126,17 +123,13 @@ def select_rows(store: RunStore, allow_partial: bool) -> tuple[np.ndarray, list[
             f"run is incomplete ({'; '.join(parts)}): finish it with 'losskernel sample' "
             "or reduce the done draws with --allow-partial"
         )
-    use = done & healthy[:, None]
-    rows = np.flatnonzero(use.reshape(-1))
+    rows = usable.flat_rows()
     if len(rows) < 2:
         raise IncompleteRunError(
             f"only {len(rows)} usable draws: at least 2 are needed for a covariance"
         )
-    used_chains = [int(c) for c in np.flatnonzero(use.any(axis=1))]
-    excluded = {
-        "failed_chains": failed,
-        "not_done": [int(i) for i in np.flatnonzero(~done.reshape(-1) & np.repeat(healthy, draws))],
-    }
+    used_chains = usable.chains_used
+    excluded = {"failed_chains": failed, "not_done": usable.not_done_rows()}
     return rows, used_chains, excluded
 
 

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from ..store import RunStore
 from .kernel import (

@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 import dask
 import numpy as np
 from threadpoolctl import threadpool_limits
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from ..analysis.neighbours import select_top
 from ..config import ConfigError
@@ -355,8 +355,8 @@ def reduce_neighbours(
     store.finish_stream_neighbours({"seconds": round(report.seconds, 3)})
     if write_moments:  # no dense reduce recorded this one: record it here
         record_report(store, "dask", m, used_chains, n, block, excluded, t0)
-    info = dict(store.attrs.get("reduce", {}))
+    info = store.reduce_record
     info["kernel"] = "neighbours" if write_moments else "both"
     info["neighbours"] = report.as_attrs()
-    store.set_attrs(reduce=info)
+    store.set_reduce_record(info)
     return report

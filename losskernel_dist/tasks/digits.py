@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
+from losskernel_dist.errors import MissingFileError
 from losskernel_dist.task import Task
 
 N_CLASSES = 10
@@ -231,7 +232,7 @@ def load_checkpoint(checkpoint: str | Path | None = None) -> dict[str, Any]:
     """
     path = DEFAULT_CHECKPOINT if checkpoint is None else Path(checkpoint).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"digits checkpoint not found: {path} (train one with "
             "'python -m losskernel_dist.tasks.digits --out PATH')"
         )

@@ -64,6 +64,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from losskernel_dist.errors import MissingFileError
 from losskernel_dist.task import Task, TaskError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -171,7 +172,7 @@ def flat_val_labels(
     if val_labels is not None:
         path = Path(val_labels).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"val_labels file not found: {path}")
+            raise MissingFileError(f"val_labels file not found: {path}")
         if path.suffix == ".csv":
             return read_loc_val_solution(path), str(path)
         order_path = Path(val_wnid_order).expanduser() if val_wnid_order else None
@@ -208,7 +209,7 @@ def scan_val(
     """Validation images (relative paths), their wnids, and the layout found."""
     val_dir = root / "val"
     if not val_dir.is_dir():
-        raise FileNotFoundError(f"no val folder in {root}")
+        raise MissingFileError(f"no val folder in {root}")
     folders = class_folders(val_dir)
     if folders:
         paths, wnids = scan_class_folders(val_dir, folders)
@@ -399,7 +400,7 @@ def build_model(
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"GoogLeNet checkpoint not found: {path}")
+            raise MissingFileError(f"GoogLeNet checkpoint not found: {path}")
         state = _state_dict_from(path)
         model = googlenet(weights=None, aux_logits=False, init_weights=False,
                           num_classes=int(state["fc.weight"].shape[0]),
@@ -523,7 +524,7 @@ def build(
     root_path = Path(root).expanduser()
     train_dir = root_path / "train"
     if not train_dir.is_dir():
-        raise FileNotFoundError(f"no train folder in {root_path} (expected train/<wnid>/...)")
+        raise MissingFileError(f"no train folder in {root_path} (expected train/<wnid>/...)")
     if not isinstance(image_size, int) or image_size < 16:
         raise TaskError(f"image_size must be an integer >= 16, got {image_size!r}")
     train_classes = class_folders(train_dir)

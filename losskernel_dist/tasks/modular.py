@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
+from losskernel_dist.errors import MissingFileError
 from losskernel_dist.task import Task
 
 DEFAULT_P = 97
@@ -346,7 +347,7 @@ def load_checkpoint(checkpoint: str | Path | None = None) -> dict[str, Any]:
             if checkpoint is None
             else "train one with 'losskernel train-modular --out PATH' or pass an existing file"
         )
-        raise FileNotFoundError(f"modular checkpoint not found: {path} ({hint})")
+        raise MissingFileError(f"modular checkpoint not found: {path} ({hint})")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types

@@ -22,8 +22,8 @@ import numpy as np
 import yaml
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .calibrate import Calibration
-    from .config import Config
+    from ..config import Config
+    from ..jobs.calibrate import Calibration
 
 FALLBACK_STYLE = """
 body { font-family: Helvetica, Arial, sans-serif; margin: 0; color: #1d1d1f; background: #fafafa; }
@@ -40,7 +40,7 @@ figure img { max-width: 100%; }
 def _style() -> str:
     """The analysis report's stylesheet, so both reports look alike."""
     try:
-        from .report.html import STYLE
+        from .html import STYLE
     except ImportError:  # the report package is optional for calibration
         return FALLBACK_STYLE
     return STYLE

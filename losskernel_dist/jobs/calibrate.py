@@ -48,13 +48,16 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .analysis.cka import double_centred_sq_norm
-from .analysis.convergence import draw_gram
-from .analysis.kernelio import DrawReader
-from .config import CalibrateConfig, Config, ConfigError, config_from_dict
-from .distributed import Placement, ProcessGroup, placement_from_env, select_device
-from .guards import GuardReport, check_run, measure_reference
-from .store import STATUS_OK, RunStore
+from ..analysis.cka import double_centred_sq_norm
+from ..analysis.convergence import draw_gram
+from ..analysis.kernelio import DrawReader
+from ..config import CalibrateConfig, Config, ConfigError, config_from_dict
+from ..distributed import Placement, ProcessGroup, placement_from_env, select_device
+from ..errors import CalibrationError
+from ..guards import GuardReport, check_run, measure_reference
+from ..reduce.usable import usable_draws
+from ..rundir import RunDir
+from ..store import STATUS_OK, RunStore
 
 GRID_FACTORS = (0.1, 1.0, 10.0)
 RESULT_NAME = "calibration.json"
@@ -77,9 +80,6 @@ RULE = (
     "highest projected split-half CKA."
 )
 
-
-class CalibrationError(RuntimeError):
-    """A calibration that cannot run or whose result cannot be used as asked."""
 
 
 @dataclass(frozen=True)
@@ -222,6 +222,7 @@ def pilot_config(config: Config, setting: Setting) -> Config:
         lr=setting.lr, localization=setting.localization, nbeta=setting.nbeta,
     )
     data["analysis"]["enabled"] = False
+    data["reduce"]["kernel"] = "dense"  # pilot kernels are small (calibrate.reduce_max_n)
     data["output"] = str(calibration_dir(config) / setting.name)
     return config_from_dict(data)
 
@@ -262,10 +263,10 @@ def prepare_pilots(config: Config, settings: Sequence[Setting]) -> None:
     runs. The losses at w* do not depend on the setting, so they are measured
     once and written into every new pilot.
     """
-    from .sample import prepare_run, store_path, task_fingerprints
-    from .sampler.data import EvalShards
-    from .sampler.functional import FunctionalLoss
-    from .task import load_task
+    from ..sampler.data import EvalShards
+    from ..sampler.functional import FunctionalLoss
+    from ..task import load_task
+    from .sample import prepare_run, task_fingerprints
 
     if config.sampler.threads:
         import torch
@@ -282,7 +283,7 @@ def prepare_pilots(config: Config, settings: Sequence[Setting]) -> None:
         for setting in settings:
             pilot = pilot_config(config, setting)
             prepare_run(pilot, task, fingerprints)
-            store = RunStore.open(store_path(pilot.run_dir), mode="r+")
+            store = RunDir(pilot.run_dir).open_store(mode="r+")
             if store.has_reference():
                 continue
             if reference is None:
@@ -338,8 +339,7 @@ def split_half_cka(store: RunStore) -> tuple[float | None, tuple[int, int]]:
     count. None when a half has fewer than 2 draws.
     """
     chains = store.shape[0]
-    healthy = store.chain_status() == STATUS_OK
-    mask = store.done() & healthy[:, None]
+    mask = usable_draws(store).mask
     half = chains // 2
     draws = mask.shape[1]
     flat = np.arange(chains * draws).reshape(chains, draws)
@@ -365,11 +365,11 @@ def split_half_cka(store: RunStore) -> tuple[float | None, tuple[int, int]]:
 def evaluate_setting(config: Config, setting: Setting) -> tuple[SettingResult, GuardReport,
                                                                   dict[str, np.ndarray]]:
     """Measure one setting from its pilot store (see the module doc); also returns traces."""
-    from .reduce.kernel import IncompleteRunError, reduce_store
-    from .sample import store_path
+    from ..reduce.dispatch import reduce_with_config
+    from ..rundir import RunDir
 
     pilot = pilot_config(config, setting)
-    store = RunStore.open(store_path(pilot.run_dir), mode="r+")
+    store = RunDir(pilot.run_dir).open_store(mode="r+")
     guards = check_run(store, config.guards)
     chains, draws, n = store.shape
     healthy = store.chain_status() == STATUS_OK
@@ -407,13 +407,9 @@ def evaluate_setting(config: Config, setting: Setting) -> tuple[SettingResult, G
         cka_draws=cka_draws,
         flags=guards.lines(),
     )
-    usable = int((done & healthy[:, None]).sum())
-    if n <= config.calibrate.reduce_max_n and usable >= 2 and not store.has_kernel():
-        try:
-            reduce_store(store, block_size=config.reduce.block_size, dtype=config.reduce.dtype,
-                         threads=config.reduce.threads, allow_partial=True)
-        except IncompleteRunError:
-            pass
+    if (n <= config.calibrate.reduce_max_n and usable_draws(store).count >= 2
+            and not store.has_kernel()):
+        reduce_with_config(store, pilot, allow_partial=True)
     result.reduced = store.has_kernel()
     traces = {"train_loss": train, "distance": dist if dist is not None else np.zeros((chains, 0)),
               "done": done, "healthy": healthy}
@@ -423,7 +419,7 @@ def evaluate_setting(config: Config, setting: Setting) -> tuple[SettingResult, G
 def pooled_check(store: RunStore, guards: GuardReport, chains: list[int],
                  config: Config) -> list[str]:
     """The guard rails applied to the traces averaged over ``chains``: the flag messages."""
-    from .guards import check_arrays
+    from ..guards import check_arrays
 
     done = store.done()[chains].all(axis=0)
     with np.errstate(all="ignore"):
@@ -546,7 +542,7 @@ def calibrate(
 
 def report(config: Config, settings: Sequence[Setting], t0: float, log: Any = print) -> Calibration:
     """Evaluate every setting, pick the recommendation, write calibration.json and the report."""
-    from .calibrate_report import write_calibration_report
+    from ..report.calibration import write_calibration_report
 
     directory = calibration_dir(config)
     results, guard_reports, traces = [], [], []
@@ -606,7 +602,7 @@ def write_recommended_config(
     is known to settle within that many steps, not fewer). Refuses when
     nothing was recommended. Comments of the original file are not kept.
     """
-    from .config import apply_overrides
+    from ..config import apply_overrides
 
     if cal.recommended is None:
         raise CalibrationError("no setting passed the calibration; nothing to write "

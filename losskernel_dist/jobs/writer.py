@@ -29,13 +29,10 @@ import threading
 from collections.abc import Callable
 from types import TracebackType
 
-from .store import StoreError
+from ..errors import WriterError
 
 _STOP = object()
 
-
-class WriterError(StoreError):
-    """A commit of draws, checkpoint or ``done`` flags failed; later commits were not made."""
 
 
 class CommitQueue:

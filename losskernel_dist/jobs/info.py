@@ -17,23 +17,23 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import load_chain
-from .guards import run_verdict
-from .locks import holders
-from .sample import LOCKS_NAME, checkpoint_dir, read_run_config, store_path
-from .store import STATUS_OK, RunStore
+from ..checkpoint import load_chain
+from ..guards import run_verdict
+from ..locks import holders
+from ..rundir import RunDir
+from ..store import STATUS_OK
 
 
 def run_info(run_dir: Path) -> dict[str, Any]:
     """A summary of a run directory as plain data."""
-    config = read_run_config(run_dir)
-    store = RunStore.open(store_path(run_dir))
+    config = RunDir(run_dir).read_config_dict()
+    store = RunDir(run_dir).open_store()
     chains, draws, n = store.shape
     done = store.done()
     status = store.chain_status()
     errors = store.chain_errors()
     train = store.train_loss()
-    locks = holders(Path(run_dir) / LOCKS_NAME)
+    locks = holders(RunDir(run_dir).locks)
     per_chain = []
     for c in range(chains):
         row = train[c]
@@ -65,7 +65,7 @@ def run_info(run_dir: Path) -> dict[str, Any]:
                 "error": errors.get(str(c)),
             }
         )
-    metrics_path = Path(run_dir) / "analysis" / "metrics.json"
+    metrics_path = RunDir(run_dir).metrics_file
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
     return {
         "run_dir": str(run_dir),
@@ -75,8 +75,8 @@ def run_info(run_dir: Path) -> dict[str, Any]:
         "draws_done": int(done.sum()),
         "draws_total": int(done.size),
         "reduced": store.has_kernel() or store.has_stream_neighbours(),
-        "reduce": dict(store.attrs.get("reduce", {})) or None,
-        "fingerprints": dict(store.attrs.get("fingerprints", {})),
+        "reduce": store.reduce_record or None,
+        "fingerprints": store.fingerprints,
         "per_chain": per_chain,
         "states": {k: sum(1 for c in per_chain if c["state"] == k)
                    for k in ("done", "running", "interrupted", "pending", "failed")},
@@ -95,7 +95,7 @@ def _checkpoint_step(run_dir: Path, chain: int) -> int | None:
     """SGLD steps of a chain's newest readable checkpoint (None without one)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        state = load_chain(checkpoint_dir(Path(run_dir)), chain)
+        state = load_chain(RunDir(run_dir).checkpoints, chain)
     return state.step if state is not None else None
 
 

@@ -34,7 +34,6 @@ dependencies there, so ``submit`` waits for them and reduces in-process.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import signal
@@ -48,25 +47,22 @@ from typing import Any
 import submitit
 import torch
 
-from .config import Config, ReduceConfig, config_from_dict
-from .distributed import Placement, slurm_cpus_per_task
-from .locks import live_holders
+from ..config import Config, config_from_dict
+from ..distributed import Placement, slurm_cpus_per_task
+from ..errors import SubmitError
+from ..locks import live_holders
+from ..rundir import RunDir
+from ..store import STATUS_OK
 from .sample import (
-    LOCKS_NAME,
     SamplingInterrupted,
     prepare_run,
     sample,
-    store_path,
     task_fingerprints,
 )
-from .store import STATUS_OK, RunStore
 
 EXIT_INTERRUPTED = 75  # also the CLI's: stopped by a signal after a clean checkpoint
 SUBMISSION_NAME = "submission.json"
 
-
-class SubmitError(RuntimeError):
-    """A submission that could not be made, or an array that did not finish."""
 
 
 class ChainsFailed(RuntimeError):
@@ -120,14 +116,14 @@ class SampleChains(submitit.helpers.Checkpointable):
                 "seconds": round(report.seconds, 3)}
 
 
-def reduce_job_config(config: Config) -> ReduceConfig:
-    """The run's reduce settings, with the draws kept in memory (reduce.cache_gb) capped
-    at half of the reduce job's ``slurm.reduce_mem_gb`` when that is set, so that the
+def reduce_job_overrides(config: Config) -> dict[str, Any]:
+    """Reduce settings the reduce job changes: the draws kept in memory (reduce.cache_gb)
+    capped at half of the job's ``slurm.reduce_mem_gb`` when that is set, so that the
     tiles have the rest and the job is not killed for memory."""
     mem = config.slurm.reduce_mem_gb
     if mem and config.reduce.cache_gb > mem / 2:
-        return dataclasses.replace(config.reduce, cache_gb=mem / 2)
-    return config.reduce
+        return {"cache_gb": mem / 2}
+    return {}
 
 
 def reduce_job(run_dir: str, allow_partial: bool) -> dict[str, Any]:
@@ -136,24 +132,27 @@ def reduce_job(run_dir: str, allow_partial: bool) -> dict[str, Any]:
     Same dispatch as the CLI (``reduce.kernel``: dense kernel, streamed neighbours or
     both; ``reduce.engine``), from the run's own resolved config.
     """
-    from .config import config_from_dict
-    from .reduce.run import reduce_run
-    from .sample import read_run_config
+    from .run import reduce_run_dir
 
-    config = config_from_dict(read_run_config(Path(run_dir)))
-    report = reduce_run(
-        store_path(Path(run_dir)), reduce_job_config(config), allow_partial=allow_partial,
-        exclude_same_label=config.analysis.exclude_same_label,
-    )
+    config = RunDir(run_dir).read_config()
+    report = reduce_run_dir(run_dir, allow_partial=allow_partial,
+                            reduce_overrides=reduce_job_overrides(config))
     return report.as_attrs()
 
 
 def prepare(config: Config) -> bool:
     """Create or validate the run here, before anything is queued; True when created."""
-    from .sampler.data import EvalShards
-    from .task import load_task
+    from ..api import IN_MEMORY_TARGET
+    from ..sampler.data import EvalShards
+    from ..task import load_task
 
-    held = live_holders(config.run_dir / LOCKS_NAME)
+    if config.task.target == IN_MEMORY_TARGET:
+        raise SubmitError(
+            "this run's task was built in memory (losskernel_dist.loss_kernel), which SLURM "
+            "array tasks cannot rebuild: write a function returning the Task, set task.target "
+            "to it and submit that config"
+        )
+    held = live_holders(RunDir(config.run_dir).locks)
     if held:
         chains = sorted(held)
         raise SubmitError(
@@ -228,7 +227,7 @@ class Submission:
 
 def unfinished_groups(config: Config) -> list[list[int]]:
     """The chain groups with work left: a healthy chain whose draws are not all done."""
-    store = RunStore.open(store_path(config.run_dir))
+    store = RunDir(config.run_dir).open_store()
     done, status = store.done(), store.chain_status()
     return [g for g in chain_groups(config.sampler.chains, config.slurm.chains_per_task)
             if any(status[c] == STATUS_OK and not done[c].all() for c in g)]
@@ -336,9 +335,9 @@ def submission_status(run_dir: Path) -> dict[str, Any] | None:
     """
     candidates = [Path(run_dir) / "slurm" / SUBMISSION_NAME]
     try:
-        from .sample import read_run_config
+        from ..rundir import RunDir
 
-        folder = read_run_config(Path(run_dir)).get("slurm", {}).get("folder")
+        folder = RunDir(run_dir).read_config_dict().get("slurm", {}).get("folder")
         if folder:
             candidates.insert(0, Path(folder) / SUBMISSION_NAME)
     except Exception:

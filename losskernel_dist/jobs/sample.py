@@ -29,8 +29,6 @@ run stays consistent and a resume recomputes them).
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import sys
 import threading
@@ -41,33 +39,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
-from .checkpoint import ChainState, restore, save_chain
-from .config import Config, ConfigError, differing_draw_keys, draw_keys, dump_config
-from .distributed import Placement, ProcessGroup, chains_for, placement_from_env, select_device
-from .fingerprint import batches_fingerprint, dict_fingerprint, model_fingerprint
-from .guards import ensure_reference
-from .locks import ChainLocks
-from .sampler.batched import batched_eval_mode, import_transform_machinery, run_chains_batched
-from .sampler.chain import ChainDiverged, ChainEvent, SGLDSettings, run_chain
-from .sampler.data import EvalShards
-from .sampler.functional import FunctionalLoss
-from .sampler.host import host_tensors
-from .store import RunStore, StoreError
-from .task import Task, load_task
+from ..checkpoint import ChainState, restore, save_chain
+from ..config import Config, ConfigError, draw_keys
+from ..distributed import Placement, ProcessGroup, chains_for, placement_from_env, select_device
+from ..errors import RunDirError
+from ..fingerprint import batches_fingerprint, dict_fingerprint, model_fingerprint
+from ..guards import ensure_reference
+from ..locks import ChainLocks
+from ..rundir import RunDir, check_existing_run, prepare_run
+from ..sampler.batched import batched_eval_mode, import_transform_machinery, run_chains_batched
+from ..sampler.chain import ChainDiverged, ChainEvent, SGLDSettings, run_chain
+from ..sampler.data import EvalShards
+from ..sampler.functional import FunctionalLoss
+from ..sampler.host import host_tensors
+from ..store import RunStore, StoreError
+from ..task import Task, load_task
 from .writer import CommitQueue
 
-STORE_NAME = "store.zarr"
-CONFIG_NAME = "config.yaml"
-LOCKS_NAME = "locks"
-CALIBRATION_NAME = "calibration"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
 
-
-class RunDirError(RuntimeError):
-    """A run directory that cannot be used for the request; nothing was written."""
 
 
 class SamplingInterrupted(RuntimeError):
@@ -204,7 +196,7 @@ class ChainWriter:
                 rows.mean(axis=1, dtype=np.float64),
             )
         if state is not None:
-            save_chain(checkpoint_dir(self.run_dir), state)
+            save_chain(RunDir(self.run_dir).checkpoints, state)
         if draws:
             self.store.mark_done(self.chain, draws)
 
@@ -229,121 +221,9 @@ def settings_from(config: Config) -> SGLDSettings:
     )
 
 
-def store_path(run_dir: Path) -> Path:
-    return Path(run_dir) / STORE_NAME
-
-
-def checkpoint_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints"
-
-
-def read_run_config(run_dir: Path) -> dict:
-    path = Path(run_dir) / CONFIG_NAME
-    if not path.is_file():
-        raise RunDirError(f"{str(run_dir)!r} is not a run directory (no {CONFIG_NAME})")
-    return yaml.safe_load(path.read_text())
-
-
-def _ignorable(entry: Path) -> bool:
-    """Entries a run directory may hold before its store exists (other ranks' locks, a killed
-    creation's temporary store, the pilot runs of ``losskernel calibrate``)."""
-    return (entry.name in (LOCKS_NAME, CALIBRATION_NAME)
-            or entry.name.startswith(f"{STORE_NAME}.tmp"))
-
-
-def check_existing_run(config: Config, fingerprints: dict[str, str]) -> RunStore | None:
-    """Validate an existing run directory against this config; None when it is new.
-
-    Refuses (RunDirError, nothing written) a directory that is not a run, a run
-    whose draw-changing keys differ, or one made from a different model or eval set.
-    """
-    run_dir = config.run_dir
-    if not run_dir.exists():
-        return None
-    spath = store_path(run_dir)
-    if not spath.exists():
-        if any(not _ignorable(entry) for entry in run_dir.iterdir()):
-            raise RunDirError(
-                f"output {str(run_dir)!r} exists, is not empty and holds no run ({STORE_NAME})"
-            )
-        return None
-    try:
-        store = RunStore.open(spath, mode="r+")
-    except StoreError as exc:
-        raise RunDirError(str(exc)) from exc
-    changed = differing_draw_keys(store.config, config)
-    if changed:
-        old = draw_keys(store.config)
-        new = draw_keys(config)
-        detail = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in changed)
-        raise RunDirError(
-            f"run {str(run_dir)!r} was sampled with a different config; "
-            f"refusing to resume with changed {detail}"
-        )
-    stored = store.attrs.get("fingerprints", {})
-    for key, value in fingerprints.items():
-        if key in stored and stored[key] != value:
-            raise RunDirError(
-                f"run {str(run_dir)!r} was sampled from a different {key.replace('_', ' ')} "
-                f"(stored {stored[key][:12]}, now {value[:12]}); refusing to mix kernels"
-            )
-    return store
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically (readers see the old or the new file)."""
-    if path.is_file() and path.read_text() == text:
-        return
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def create_run(config: Config, task: Task, fingerprints: dict[str, str]) -> RunStore:
-    """Create the run directory's store and config.yaml.
-
-    The store is built under a temporary name and renamed into place, so a kill
-    during creation leaves no half-made store that a resume would trip over.
-    """
-    run_dir = config.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in run_dir.glob(f"{STORE_NAME}.tmp*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = run_dir / f"{STORE_NAME}.tmp{os.getpid()}"
-    RunStore.create(
-        tmp,
-        chains=config.sampler.chains,
-        draws=config.sampler.draws,
-        n=task.n_eval,
-        total_steps=config.sampler.total_steps,
-        config=config.to_dict(),
-        labels=task.labels,
-        label_names=list(task.label_names) if task.label_names is not None else None,
-        attributes=task.attributes,
-        extra_attrs={"fingerprints": fingerprints, "n_train": task.n_train},
-    )
-    os.replace(tmp, store_path(run_dir))
-    _write_text_atomic(run_dir / CONFIG_NAME, dump_config(config))
-    return RunStore.open(store_path(run_dir), mode="r+")
-
-
 def task_fingerprints(task: Task, shards: EvalShards) -> dict[str, str]:
     """What a run is tied to besides its config: the trained weights and the eval set."""
     return {"model": model_fingerprint(task.model), "eval_set": batches_fingerprint(shards)}
-
-
-def prepare_run(config: Config, task: Task, fingerprints: dict[str, str]) -> bool:
-    """Create the run, or check that an existing one matches; True when it was created.
-
-    Every check happens before anything is written: a refused config leaves the
-    directory as it was.
-    """
-    existing = check_existing_run(config, fingerprints)
-    if existing is None:
-        create_run(config, task, fingerprints)
-        return True
-    _write_text_atomic(config.run_dir / CONFIG_NAME, dump_config(config))
-    return False
 
 
 def _open_created_store(run_dir: Path, wait_s: float = 60.0) -> RunStore:
@@ -355,7 +235,7 @@ def _open_created_store(run_dir: Path, wait_s: float = 60.0) -> RunStore:
     end = time.monotonic() + wait_s
     while True:
         try:
-            return RunStore.open(store_path(run_dir), mode="r+")
+            return RunDir(run_dir).open_store(mode="r+")
         except StoreError:
             if time.monotonic() > end:
                 raise
@@ -393,7 +273,7 @@ def resume_state(
             )
         return _covered(settings, done_row, state.step)
 
-    return restore(checkpoint_dir(run_dir), chain, accept)
+    return restore(RunDir(run_dir).checkpoints, chain, accept)
 
 
 def sample(
@@ -402,10 +282,12 @@ def sample(
     chains: list[int] | None = None,
     placement: Placement | None = None,
     progress: bool = True,
+    task: Task | None = None,
 ) -> SampleReport:
     """Start or resume sampling; this process runs ``chains`` (default: its rank's share).
 
-    Raises SamplingInterrupted when a stop signal ended it early (after a clean
+    ``task``: an already built Task (the Python API's in-memory tasks); by default
+    it is built from ``config.task``. Raises SamplingInterrupted when a stop signal ended it early (after a clean
     checkpoint of the chain it was running), LockedError when another live
     process holds one of the chains, RunDirError for a run it must not touch.
     """
@@ -416,7 +298,7 @@ def sample(
         device = _device_for(config, placement)
         group = ProcessGroup(placement, device)
         try:
-            report = _sample(config, chains, placement, device, group, progress, stop)
+            report = _sample(config, chains, placement, device, group, progress, stop, task)
         finally:
             group.close()
     if report.stopped_by is not None:
@@ -432,8 +314,10 @@ def _sample(
     group: ProcessGroup,
     progress: bool,
     stop: StopSignals,
+    task: Task | None,
 ) -> SampleReport:
-    task = load_task(config.task.target, config.task.args)
+    if task is None:
+        task = load_task(config.task.target, config.task.args)
     fl = FunctionalLoss(task, device, eval_autocast=config.eval.autocast,
                         channels_last=config.eval.channels_last)
     shards = EvalShards(task.eval, config.eval.batch_size, device, cache=config.eval.cache,
@@ -449,7 +333,7 @@ def _sample(
         raise ConfigError(f"sampler.chains: chain ids {bad} outside 0..{config.sampler.chains - 1}")
     if placement.is_main:
         check_existing_run(config, fingerprints)  # refuse before taking locks or writing
-    with ChainLocks(config.run_dir / LOCKS_NAME, mine):
+    with ChainLocks(RunDir(config.run_dir).locks, mine):
         if placement.is_main:
             prepare_run(config, task, fingerprints)
         group.barrier()
@@ -609,7 +493,3 @@ def batch_groups(
         for i in range(0, len(members), max(1, size))
     ]
     return sorted(groups, key=lambda g: chains.index(g[0]))
-
-
-def is_complete(store: RunStore) -> bool:
-    return bool(store.done().all())

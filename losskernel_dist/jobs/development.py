@@ -2,7 +2,7 @@
 
 ``losskernel run`` on a config with ``development.checkpoints`` runs this instead of a
 single run. Each checkpoint becomes an ordinary run directory,
-``OUTPUT/checkpoints/<i>_<stem>/``, whose config is the shared one with the checkpoint
+``OUTPUT/development/<i>_<stem>/``, whose config is the shared one with the checkpoint
 put into ``task.args[development.task_arg]``: the eval set, the sampler and the UMAP
 settings are therefore identical across checkpoints, and only the weights differ.
 Because every sub-run is an ordinary run, an interrupted development run resumes
@@ -24,16 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from .config import Config, DevelopmentConfig, config_from_dict
+from ..config import Config, DevelopmentConfig, config_from_dict
+from ..rundir import RunDir, atomic_write
 
-SUBRUNS_DIR = "checkpoints"
 FIGURE_FILE = "development_maps.png"
 SUMMARY_FILE = "development.json"
 
 
 def subrun_dir(output: Path, index: int, checkpoint: str) -> Path:
-    """The run directory of checkpoint ``index``: OUTPUT/checkpoints/<i>_<stem>."""
-    return Path(output) / SUBRUNS_DIR / f"{index}_{Path(checkpoint).stem}"
+    """The run directory of checkpoint ``index``: OUTPUT/development/<i>_<stem>."""
+    return RunDir(Path(output)).development / f"{index}_{Path(checkpoint).stem}"
 
 
 def subrun_configs(config: Config) -> list[Config]:
@@ -54,48 +54,20 @@ def subrun_configs(config: Config) -> list[Config]:
     return out
 
 
-def _is_reduced(run_dir: Path) -> bool:
-    from .sample import store_path
-    from .store import RunStore
+def _run_one(config: Config, progress: bool) -> dict | None:
+    """Sample (or resume), reduce and analyse one sub-run with the job sequence, keeping
+    what an earlier call finished; the metrics (main process; None on other ranks)."""
+    from .run import run_sequence
 
-    spath = store_path(run_dir)
-    if not spath.exists():
-        return False
-    store = RunStore.open(spath)
-    return store.has_kernel() or store.has_stream_neighbours()
-
-
-def _run_one(config: Config, progress: bool, is_main: bool) -> dict | None:
-    """Sample (or resume), reduce and analyse one sub-run; the metrics (main process)."""
-    from .analysis.pipeline import ANALYSIS_DIR, METRICS_FILE, analyze_run
-    from .guards import check_run, enforce
-    from .reduce.run import reduce_run
-    from .sample import sample, store_path
-    from .store import RunStore
-
-    run_dir = config.run_dir
-    metrics_path = run_dir / ANALYSIS_DIR / METRICS_FILE
-    reduced = _is_reduced(run_dir)
-    if not reduced:
-        report = sample(config, progress=progress)
-        if report.failed:
-            chain, message = sorted(report.failed.items())[0]
-            print(f"losskernel: {run_dir}: chain {chain} FAILED: {message}", file=sys.stderr)
-    if not is_main:
+    outcome = run_sequence(config, progress=progress, keep_finished=True,
+                           warning_prefix=f"{config.run_dir.name}: ")
+    if outcome.sample is not None:
+        for chain, message in sorted(outcome.sample.failed.items())[:1]:
+            print(f"losskernel: {config.run_dir}: chain {chain} FAILED: {message}",
+                  file=sys.stderr)
+    if not outcome.is_main:
         return None
-    store = RunStore.open(store_path(run_dir))
-    for line in enforce(check_run(store, config.guards), config.guards):
-        print(f"losskernel: warning: {run_dir.name}: {line}", file=sys.stderr)
-    if not reduced:
-        reduce_run(store_path(run_dir), config.reduce, progress=progress,
-                   exclude_same_label=config.analysis.exclude_same_label)
-        if metrics_path.exists():
-            metrics_path.unlink()  # analysis of an earlier kernel: redo it
-    if not config.analysis.enabled:
-        return {}
-    if metrics_path.exists():
-        return json.loads(metrics_path.read_text())
-    return analyze_run(run_dir)
+    return outcome.metrics if outcome.metrics is not None else {}
 
 
 def development_figure(
@@ -107,7 +79,7 @@ def development_figure(
     """The 2-D maps side by side, one panel per checkpoint (titled with its name), every
     panel coloured by label with the same colour per label; a panel without a map says
     so instead."""
-    from .analysis import plots
+    from ..analysis import plots
 
     plt = plots.plt
     fig, axes = plt.subplots(1, len(maps), figsize=(4.2 * len(maps), 4.4), squeeze=False)
@@ -141,9 +113,7 @@ def run_development(config: Config, progress: bool = True) -> dict[str, Any]:
     Returns (and, in the main process, writes to OUTPUT/development.json) a dict with
     one entry per checkpoint: its name, path, run directory and summary metrics.
     """
-    from .distributed import placement_from_env
-    from .sample import store_path
-    from .store import RunStore
+    from ..distributed import placement_from_env
 
     is_main = placement_from_env().is_main
     subs = subrun_configs(config)
@@ -152,7 +122,7 @@ def run_development(config: Config, progress: bool = True) -> dict[str, Any]:
                                               strict=True)):
         if progress and is_main:
             print(f"checkpoint {i + 1}/{len(subs)}: {checkpoint} -> {sub.run_dir}")
-        metrics = _run_one(sub, progress, is_main)
+        metrics = _run_one(sub, progress)
         if metrics is not None:
             entries.append({"name": Path(checkpoint).stem, "checkpoint": checkpoint,
                             "run_dir": str(sub.run_dir),
@@ -166,10 +136,10 @@ def run_development(config: Config, progress: bool = True) -> dict[str, Any]:
         maps: list[tuple[str, np.ndarray | None]] = []
         labels = label_names = None
         for entry in entries:
-            store = RunStore.open(store_path(Path(entry["run_dir"])))
+            store = RunDir(Path(entry["run_dir"])).open_store()
             maps.append((entry["name"], store.read_embedding("umap_2d")))
             labels, label_names = store.labels(), store.label_names()
         development_figure(maps, labels, label_names, out / FIGURE_FILE)
         result["figure"] = FIGURE_FILE
-    (out / SUMMARY_FILE).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    atomic_write(out / SUMMARY_FILE, json.dumps(result, indent=2, default=str) + "\n")
     return result

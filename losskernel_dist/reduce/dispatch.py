@@ -1,0 +1,81 @@
+"""The one way to reduce a run: engine, dtype, cache and kernel kind from its config.
+
+``auto`` uses the tiled torch product when a GPU is present (the product is then
+seconds) and the dask path on CPU; both write the same arrays. ``reduce.kernel``
+says what is written: the dense N x N kernel, the streamed top-k neighbour lists
+(``topk.py``, always the CPU dask engine), or both, dense first. Every caller
+(``losskernel reduce``, ``run``, the SLURM reduce job, development, calibrate,
+the Python API) comes through ``reduce_with_config``, so a setting in the
+config is never silently replaced by a library default.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from ..config import Config, ReduceConfig
+from ..store import RunStore
+from .kernel import ReduceReport, reduce_store
+from .topk import NeighboursReport, reduce_neighbours
+
+
+def _cuda_available() -> bool:
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def reduce_with_config(
+    store: RunStore,
+    config: Config,
+    *,
+    allow_partial: bool = False,
+    progress: bool = False,
+) -> ReduceReport | NeighboursReport:
+    """Reduce ``store`` (opened 'r+') as ``config.reduce`` says.
+
+    ``config.analysis.exclude_same_label`` applies to the streamed neighbour
+    lists, which the analysis then uses as they are. Returns the dense reduce's
+    report, or the neighbours report when only those were computed.
+    """
+    settings = config.reduce
+    dense = None
+    if settings.kernel in ("dense", "both"):
+        dense = _reduce_dense(store, settings, allow_partial, progress)
+    if settings.kernel == "dense":
+        return dense
+    report = reduce_neighbours(
+        store, k=settings.neighbours_k, k_bottom=settings.neighbours_bottom_k,
+        metric=settings.neighbours_metric,
+        exclude_same_label=config.analysis.exclude_same_label,
+        block_size=settings.block_size, threads=settings.threads, allow_partial=allow_partial,
+        write_moments=dense is None, cache_bytes=int(settings.cache_gb * 2**30),
+        progress=progress,
+    )
+    return dense if dense is not None else report
+
+
+def _reduce_dense(
+    store: RunStore, settings: ReduceConfig, allow_partial: bool, progress: bool
+) -> ReduceReport:
+    """The dense kernel with the configured engine."""
+    engine = settings.engine
+    if engine == "auto":
+        engine = "torch" if settings.device != "cpu" and _cuda_available() else "dask"
+    if engine == "torch":
+        from .tiled import reduce_store_torch
+
+        device = settings.device
+        if device == "auto":
+            device = "cuda" if _cuda_available() else "cpu"
+        return reduce_store_torch(
+            store, block_size=settings.block_size, dtype=settings.dtype, device=device,
+            allow_partial=allow_partial, progress=progress,  # its own device-memory cache
+        )
+    return reduce_store(
+        store, block_size=settings.block_size, dtype=settings.dtype, threads=settings.threads,
+        allow_partial=allow_partial, cache_bytes=int(settings.cache_gb * 2**30),
+        progress=progress,
+    )

@@ -1,0 +1,66 @@
+"""Which draws count: the one rule, used by reduce, analysis, info and calibrate.
+
+A draw is usable when its ``done`` flag is set (its loss vector is durably
+written) and its chain is healthy (``chain_status`` OK: a diverged chain's
+draws, even those written before the fault, are left out so that a kernel
+never mixes a chain that was going astray). Everything that counts draws or
+reads them for a kernel asks this module, so the reduce, the analysis's
+convergence curve, ``losskernel info`` and the calibration's split-half CKA
+always rest on the same draws.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..store import STATUS_OK, RunStore
+
+
+@dataclass(frozen=True)
+class UsableDraws:
+    """``mask`` (chains, draws): the usable draws; and why the others are not."""
+
+    mask: np.ndarray
+    done: np.ndarray
+    healthy: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return int(self.mask.sum())
+
+    @property
+    def failed_chains(self) -> list[int]:
+        return [int(c) for c in np.flatnonzero(~self.healthy)]
+
+    @property
+    def missing(self) -> int:
+        """Draws of healthy chains that are not done yet."""
+        return int((~self.done[self.healthy]).sum())
+
+    @property
+    def complete(self) -> bool:
+        """Every chain healthy and every draw done: a kernel of the whole run."""
+        return not self.failed_chains and not self.missing
+
+    @property
+    def chains_used(self) -> list[int]:
+        return [int(c) for c in np.flatnonzero(self.mask.any(axis=1))]
+
+    def flat_rows(self) -> np.ndarray:
+        """Flat (chain * T + draw) indices of the usable draws, chain-major."""
+        return np.flatnonzero(self.mask.reshape(-1))
+
+    def not_done_rows(self) -> list[int]:
+        """Flat indices of the draws of healthy chains that are not done."""
+        draws = self.done.shape[1]
+        return [int(i) for i in
+                np.flatnonzero(~self.done.reshape(-1) & np.repeat(self.healthy, draws))]
+
+
+def usable_draws(store: RunStore) -> UsableDraws:
+    """The usable draws of ``store`` now (see the module doc)."""
+    done = store.done()
+    healthy = store.chain_status() == STATUS_OK
+    return UsableDraws(mask=done & healthy[:, None], done=done, healthy=healthy)
