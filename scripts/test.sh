@@ -24,5 +24,5 @@ if [[ "${LOSSKERNEL_SKIP_VISION:-0}" != 1 ]]; then
     [[ -x .venv-vision/bin/python ]] || python3 -m venv .venv-vision
     .venv-vision/bin/pip install -q torch==2.14.1 torchvision==0.29.1 2>&1 | grep -v "^WARNING: Location" || true
     .venv-vision/bin/pip install -q -e ".[test,vision]" 2>&1 | grep -v "^WARNING: Location" || true
-    .venv-vision/bin/python -m pytest -q -ra tests/test_imagenet.py tests/test_configs.py tests/test_bench_gpu.py
+    .venv-vision/bin/python -m pytest -q -ra tests/tasks/test_imagenet.py tests/config/test_configs.py tests/bench/test_bench_gpu.py
 fi

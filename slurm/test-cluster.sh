@@ -21,7 +21,7 @@
 #   SLURM_CRED_EXPIRE=10         AuthInfo cred_expire: delay before a requeued job may restart
 #
 # Derived from the project's notes on Debian's Slurm (see slurm/README.md, "Test cluster"): the
-# tests in tests/test_slurm.py skip unless `scontrol ping` reports UP.
+# tests in tests/jobs/test_slurm.py skip unless `scontrol ping` reports UP.
 set -euo pipefail
 
 BASE=${SLURM_BASE:-${TMPDIR:-/tmp}/slurm-test-cluster}

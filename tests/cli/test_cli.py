@@ -15,7 +15,7 @@ import yaml
 from losskernel_dist.cli import main
 from losskernel_dist.store import RunStore
 
-from .conftest import linear_config
+from ..conftest import linear_config
 
 
 def tree_digest(root: Path) -> dict[str, str]:

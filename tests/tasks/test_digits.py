@@ -14,7 +14,7 @@ from losskernel_dist.config import load_config
 from losskernel_dist.task import load_task
 from losskernel_dist.tasks import digits
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "digits_memorization.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "digits_memorization.yaml"
 
 
 @pytest.fixture(scope="module")

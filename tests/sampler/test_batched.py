@@ -9,7 +9,7 @@ from losskernel_dist.config import config_from_dict
 from losskernel_dist.jobs.sample import sample
 from losskernel_dist.store import RunStore
 
-from .conftest import linear_config
+from ..conftest import linear_config
 
 # Batched kernels may round differently from one-chain kernels; on the CPU the
 # linear task's draws agree to float32 rounding.

@@ -15,7 +15,7 @@ from losskernel_dist.reduce.kernel import reduce_store
 from losskernel_dist.store import RunStore
 from losskernel_dist.tasks import linear
 
-from .conftest import linear_config
+from ..conftest import linear_config
 
 N_TRAIN, N_EVAL, DIM = 256, 12, 4
 NBETA, LOC, LR = 50.0, 50.0, 5e-4

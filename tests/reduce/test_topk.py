@@ -15,8 +15,8 @@ from losskernel_dist.reduce.kernel import reduce_store
 from losskernel_dist.reduce.topk import reduce_neighbours
 from losskernel_dist.store import RunStore, StoreError
 
-from .conftest import linear_config
-from .memory_helpers import run_with_peak_rss
+from ..conftest import linear_config
+from ..memory_helpers import run_with_peak_rss
 from .test_reduce import planted_store
 
 N = 41

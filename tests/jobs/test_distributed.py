@@ -22,7 +22,7 @@ from losskernel_dist.config import config_from_dict
 from losskernel_dist.distributed import Placement, chains_for, placement_from_env
 from losskernel_dist.jobs.sample import sample
 
-from .dist_helpers import (
+from ..dist_helpers import (
     REPO,
     assert_same_arrays,
     run_config,

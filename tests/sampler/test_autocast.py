@@ -17,7 +17,7 @@ from losskernel_dist.jobs.sample import sample
 from losskernel_dist.reduce.kernel import reduce_store
 from losskernel_dist.store import RunStore
 
-from .conftest import linear_config
+from ..conftest import linear_config
 
 
 def _modular_run(tmp_path, autocast: str) -> RunStore:

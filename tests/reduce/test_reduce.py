@@ -8,7 +8,7 @@ import pytest
 from losskernel_dist.reduce.kernel import IncompleteRunError, reduce_store
 from losskernel_dist.store import RunStore
 
-from .memory_helpers import run_with_peak_rss
+from ..memory_helpers import run_with_peak_rss
 
 
 def planted_store(path, chains=3, draws=7, n=23, seed=0, zero_var=(), duplicates=(),

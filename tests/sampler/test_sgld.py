@@ -17,7 +17,7 @@ from losskernel_dist.sampler.sgld import draw_noise, fill_noise, sgld_update
 from losskernel_dist.store import RunStore
 from losskernel_dist.tasks import linear
 
-from .conftest import linear_config
+from ..conftest import linear_config
 
 CPU = torch.device("cpu")
 

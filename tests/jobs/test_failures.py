@@ -24,7 +24,7 @@ from losskernel_dist.locks import ChainLocks, LockedError, lock_path
 from losskernel_dist.reduce.kernel import IncompleteRunError, reduce_store
 from losskernel_dist.rundir import RunDir
 
-from .dist_helpers import (
+from ..dist_helpers import (
     REPO,
     SLOW_TARGET,
     assert_same_arrays,

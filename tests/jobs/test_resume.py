@@ -30,7 +30,7 @@ from losskernel_dist.jobs.sample import (
 )
 from losskernel_dist.locks import holders
 
-from .dist_helpers import (
+from ..dist_helpers import (
     REPO,
     SLOW_TARGET,
     assert_same_arrays,

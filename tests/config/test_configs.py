@@ -18,13 +18,13 @@ import torch
 from losskernel_dist.config import load_config
 from losskernel_dist.task import Task, load_task
 
-from .vision_helpers import torchvision_problem
+from ..vision_helpers import torchvision_problem
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
 
 def _imagenet_args(tmp_path: Path) -> dict:
-    from .test_imagenet import make_imagenet
+    from ..tasks.test_imagenet import make_imagenet
 
     make_imagenet(tmp_path / "imagenet", "folders")
     return {"root": str(tmp_path / "imagenet"), "weights": None, "image_size": 32,
@@ -52,7 +52,7 @@ def test_config_validates_and_its_task_builds_small(path, tmp_path):
     target = config.task.target
     assert target in SMALL, (
         f"{path.name}: no small-size recipe for task target {target!r}; add one to SMALL in "
-        "tests/test_configs.py"
+        "tests/config/test_configs.py"
     )
     if target in NEEDS_TORCHVISION and torchvision_problem():
         pytest.skip(f"{path.name}: torchvision does not import here (run it with .venv-vision)")

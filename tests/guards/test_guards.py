@@ -28,7 +28,7 @@ from losskernel_dist.sampler.functional import FunctionalLoss
 from losskernel_dist.store import RunStore
 from losskernel_dist.tasks import linear
 
-from .conftest import linear_config
+from ..conftest import linear_config
 
 CPU = torch.device("cpu")
 

@@ -17,16 +17,16 @@ import pytest
 import torch
 import yaml
 
-from .vision_helpers import requires_torchvision
+from ..vision_helpers import requires_torchvision
 
-pytestmark = requires_torchvision("tests/test_imagenet.py")
+pytestmark = requires_torchvision("tests/tasks/test_imagenet.py")
 
 from losskernel_dist.cli import main  # noqa: E402
 from losskernel_dist.store import RunStore  # noqa: E402
 from losskernel_dist.task import TaskError  # noqa: E402
 from losskernel_dist.tasks import imagenet  # noqa: E402
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "imagenet_inception_v1.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "imagenet_inception_v1.yaml"
 DOGS = ["n02085620", "n02085782", "n02086240"]  # Chihuahua, Japanese spaniel, Shih-Tzu
 CATS = ["n02123045", "n02123159"]  # tabby, tiger cat
 FISH = ["n01440764", "n01443537"]  # tench, goldfish

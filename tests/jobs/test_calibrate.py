@@ -45,8 +45,8 @@ from losskernel_dist.jobs.calibrate import (
 from losskernel_dist.store import RunStore
 from losskernel_dist.tasks import linear
 
-from .conftest import linear_config
-from .dist_helpers import REPO, subprocess_env
+from ..conftest import linear_config
+from ..dist_helpers import REPO, subprocess_env
 
 SINGULAR = {"n": 6, "n_eval": 16, "dim": 8}
 NBETA = 10.0

@@ -1,7 +1,7 @@
 """The background writer: same store as synchronous writes, FIFO commits with backpressure,
 failures surfaced in the main thread without false ``done`` flags, and a full drain on stop.
 
-The kill-and-resume tests of tests/test_resume.py run with and without the writer too.
+The kill-and-resume tests of tests/jobs/test_resume.py run with and without the writer too.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from losskernel_dist.rundir import RunDir
 from losskernel_dist.sampler.host import host_array, host_tensors
 from losskernel_dist.store import RunStore
 
-from .dist_helpers import assert_same_arrays, run_config, store_arrays, write_yaml
+from ..dist_helpers import assert_same_arrays, run_config, store_arrays, write_yaml
 
 # ---------------------------------------------------------------------------- the queue itself
 
@@ -160,7 +160,7 @@ def test_the_writer_gives_the_same_store_on_cuda(tmp_path):
         sample(config_from_dict(run_config(run, chains=2, device="cuda", write_queue=q)),
                progress=False)
         out[q] = store_arrays(run)
-    # Equal up to CUDA's run-to-run rounding (tests/test_distributed.py's tolerance): the
+    # Equal up to CUDA's run-to-run rounding (tests/jobs/test_distributed.py's tolerance): the
     # writer does not touch the compute, but CUDA does not promise bitwise repeatability.
     assert out[4]["done"].all() and (out[4]["done"] == out[0]["done"]).all()
     for name in ("losses", "train_loss"):

@@ -13,7 +13,7 @@ from losskernel_dist.config import (
     load_config,
 )
 
-from .conftest import linear_config
+from ..conftest import linear_config
 
 
 def test_valid_config_roundtrips(tmp_path):

@@ -24,7 +24,7 @@ from losskernel_dist.jobs.info import format_info, run_info
 from losskernel_dist.jobs.sample import sample
 from losskernel_dist.jobs.submit import submission_status
 
-from .dist_helpers import (
+from ..dist_helpers import (
     REPO,
     SLOW_TARGET,
     assert_same_arrays,

@@ -17,7 +17,7 @@ from losskernel_dist.cli import main
 from losskernel_dist.config import ConfigError
 from losskernel_dist.store import RunStore, StoreError
 
-from .analysis_helpers import planted_run, two_task_draws
+from ..analysis_helpers import planted_run, two_task_draws
 
 N_A, N_B = 26, 22
 

@@ -14,7 +14,7 @@ from losskernel_dist.config import load_config
 from losskernel_dist.store import RunStore
 from losskernel_dist.task import load_task
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

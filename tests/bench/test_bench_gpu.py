@@ -1,6 +1,6 @@
 """bench/gpu.py runs end to end (on the CPU, tiny): the GPU benchmark is not first run on a GPU.
 
-Needs torchvision (GoogLeNet), so it runs in ``.venv-vision`` like tests/test_imagenet.py.
+Needs torchvision (GoogLeNet), so it runs in ``.venv-vision`` like tests/tasks/test_imagenet.py.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from .vision_helpers import requires_torchvision
+from ..vision_helpers import requires_torchvision
 
-pytestmark = requires_torchvision("tests/test_bench_gpu.py")
+pytestmark = requires_torchvision("tests/bench/test_bench_gpu.py")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_gpu_benchmark_smoke_run_on_cpu(tmp_path):
