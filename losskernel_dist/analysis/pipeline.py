@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..config import AnalysisConfig, ConfigError, _build
-from ..guards import run_verdict
+from ..guards.judge import run_verdict
 from ..rundir import RunDir
 from ..store import RunStore, StoreError
 from . import plots

@@ -10,7 +10,7 @@ share (rank 0 prepares every pilot first and writes the report after a final
 barrier); with ``--shard I/K`` (SLURM array tasks) each task runs share I of
 K and stops, and a plain ``losskernel calibrate`` afterwards reports.
 
-Per setting it measures, from the pilots' stored data (guards.py):
+Per setting it measures, from the pilots' stored data (guards/judge.py):
 
 * **diverged**: any chain stopped on a non-finite loss or parameter, or whose
   late train loss rose more than ``guards.blowup_factor`` tolerances above the
@@ -54,7 +54,8 @@ from ..analysis.kernelio import DrawReader
 from ..config import CalibrateConfig, Config, ConfigError, config_from_dict
 from ..distributed import Placement, ProcessGroup, placement_from_env, select_device
 from ..errors import CalibrationError
-from ..guards import GuardReport, check_run, measure_reference
+from ..guards.judge import GuardReport, check_run
+from ..guards.measure import measure_reference
 from ..reduce.usable import usable_draws
 from ..rundir import RunDir
 from ..store import STATUS_OK, RunStore
@@ -419,7 +420,7 @@ def evaluate_setting(config: Config, setting: Setting) -> tuple[SettingResult, G
 def pooled_check(store: RunStore, guards: GuardReport, chains: list[int],
                  config: Config) -> list[str]:
     """The guard rails applied to the traces averaged over ``chains``: the flag messages."""
-    from ..guards import check_arrays
+    from ..guards.judge import check_arrays
 
     done = store.done()[chains].all(axis=0)
     with np.errstate(all="ignore"):

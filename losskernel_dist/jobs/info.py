@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..checkpoint import load_chain
-from ..guards import run_verdict
+from ..guards.judge import run_verdict
 from ..locks import holders
 from ..rundir import RunDir
 from ..store import STATUS_OK

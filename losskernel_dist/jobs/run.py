@@ -40,7 +40,7 @@ class RunOutcome:
 def guard_rails(config: Config, store: RunStore, prefix: str = "") -> list[str]:
     """Apply the guard rails to a sampled store: the warnings (printed on stderr);
     GuardError when ``guards.action`` makes a flag an error."""
-    from ..guards import check_run, enforce
+    from ..guards.judge import check_run, enforce
 
     lines = list(enforce(check_run(store, config.guards), config.guards))
     for line in lines:

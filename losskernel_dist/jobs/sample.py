@@ -46,7 +46,7 @@ from ..config import Config, ConfigError, draw_keys
 from ..distributed import Placement, ProcessGroup, chains_for, placement_from_env, select_device
 from ..errors import RunDirError
 from ..fingerprint import batches_fingerprint, dict_fingerprint, model_fingerprint
-from ..guards import ensure_reference
+from ..guards.measure import ensure_reference
 from ..locks import ChainLocks
 from ..rundir import RunDir, check_existing_run, prepare_run
 from ..sampler.batched import batched_eval_mode, import_transform_machinery, run_chains_batched
