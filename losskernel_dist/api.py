@@ -84,6 +84,13 @@ class Run:
 
         return run_info(self.path)
 
+    def verify(self, repair: bool = False):
+        """Check every chunk and checkpoint (``losskernel verify``); with ``repair`` mark the
+        damaged draws not done so that ``sample`` recomputes them. A ``VerifyReport``."""
+        from .jobs.verify import verify_run
+
+        return verify_run(self.path, repair=repair)
+
     def _store(self):
         return self.rundir.open_store()
 

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import LosskernelError
+from .errors import LosskernelError, StoreError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 75  # a stop signal ended sampling after a clean checkpoint: run it again
@@ -157,6 +157,24 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from . import api
+
+    report = api.open_run(args.run_dir).verify(repair=args.repair)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    if report.intact:
+        print(report.summary())
+        return 0
+    if report.repaired:
+        print(report.summary())
+        print(f"repaired: the damaged draws are marked not done; run 'losskernel sample' on "
+              f"the run's config (output {report.run_dir}) to recompute them bitwise")
+        return 0
+    raise StoreError(f"{report.summary()}: run 'losskernel verify {report.run_dir} --repair', "
+                     "then 'losskernel sample' to recompute them")
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from .jobs.submit import submit, wait
 
@@ -262,6 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("verify", help="check every chunk and checkpoint of a run; --repair "
+                       "marks damaged draws for recomputation")
+    p.add_argument("run_dir")
+    p.add_argument("--repair", action="store_true",
+                   help="mark the draws of damaged chunks not done and drop damaged files")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("submit", help="SLURM job array (submitit), then a reduce job")
     _add_config_args(p)

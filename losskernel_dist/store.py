@@ -28,6 +28,7 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,27 @@ def losses_chunks(chains: int, draws: int, n: int) -> tuple[int, int, int]:
     n_chunk = min(n, SAMPLE_CHUNK)
     t_chunk = int(max(1, min(draws, CHUNK_BYTES // (4 * n_chunk))))
     return (1, t_chunk, n_chunk)
+
+
+@dataclass(frozen=True)
+class DamagedChunk:
+    """A draw whose ``losses`` chunk is missing or corrupt, and the chunk's file."""
+
+    chain: int
+    draw: int
+    file: Path
+    kind: str  # "missing" or "corrupt"
+
+    def describe(self) -> str:
+        return f"the losses chunk {self.file} of chain {self.chain} (draw {self.draw})"
+
+
+def describe_damage(damaged: list[DamagedChunk]) -> str:
+    """One line: how many draws of which chains, and the first file."""
+    chains = sorted({d.chain for d in damaged})
+    first = damaged[0]
+    return (f"{len(damaged)} done draws of chains {chains} have a {first.kind} losses chunk "
+            f"(first: {first.file}, chain {first.chain}, draw {first.draw})")
 
 
 class RunStore:
@@ -266,11 +288,23 @@ class RunStore:
             os.close(fd)
 
     # ------------------------------------------------------------------ reading
+    def read_whole(self, name: str) -> np.ndarray:
+        """A whole (small) array; a chunk failing its checksum is a StoreError naming it."""
+        try:
+            return np.asarray(self.group[name][...])
+        except ValueError as exc:
+            if "checksum" not in str(exc):
+                raise
+            raise StoreError(
+                f"store {str(self.path)!r}: a chunk of '{name}' fails its checksum (corrupted "
+                "on disk): run 'losskernel verify RUN_DIR' to locate the damage"
+            ) from exc
+
     def done(self) -> np.ndarray:
-        return np.asarray(self.group["done"][...])
+        return self.read_whole("done")
 
     def chain_status(self) -> np.ndarray:
-        return np.asarray(self.group["chain_status"][...])
+        return self.read_whole("chain_status")
 
     def chain_errors(self) -> dict[str, str]:
         return dict(self.group.attrs.get("chain_errors", {}))
@@ -278,16 +312,96 @@ class RunStore:
     def losses_array(self) -> zarr.Array:
         return self.group["losses"]
 
+    # ------------------------------------------------------------------ damage
+    # Zarr reads a missing chunk as its fill value (NaN for losses): a deleted chunk
+    # file would turn into NaN loss vectors without an error. Every reader of draws
+    # therefore checks that the chunks of the draws marked done exist
+    # (``missing_loss_chunks``) and reads through ``read_loss_columns``, which turns a
+    # checksum mismatch into a StoreError naming the chain, draws and file.
+    def loss_chunk_file(self, chain: int, draw: int, column_chunk: int) -> Path:
+        """The file of the ``losses`` chunk holding (chain, draw, column block)."""
+        c_chain, c_draw, _ = self.losses_array().chunks
+        return (self.path / "losses" / "c" / str(chain // c_chain) / str(draw // c_draw)
+                / str(column_chunk))
+
+    def missing_loss_chunks(self, mask: np.ndarray) -> list[DamagedChunk]:
+        """The ``losses`` chunks that hold a draw of ``mask`` (chains, draws) but are absent."""
+        arr = self.losses_array()
+        c_chain, c_draw, c_n = arr.chunks
+        chains, draws, n = arr.shape
+        columns = [str(j) for j in range(-(-n // c_n))]
+        out: list[DamagedChunk] = []
+        for chain_chunk in range(-(-chains // c_chain)):
+            for draw_chunk in range(-(-draws // c_draw)):
+                rows = mask[chain_chunk * c_chain:(chain_chunk + 1) * c_chain,
+                            draw_chunk * c_draw:(draw_chunk + 1) * c_draw]
+                if not rows.any():
+                    continue
+                folder = self.path / "losses" / "c" / str(chain_chunk) / str(draw_chunk)
+                present = set(os.listdir(folder)) if folder.is_dir() else set()
+                for column in columns:
+                    if column in present:
+                        continue
+                    for i, t in zip(*np.nonzero(rows), strict=True):
+                        out.append(DamagedChunk(int(chain_chunk * c_chain + i),
+                                                int(draw_chunk * c_draw + t),
+                                                folder / column, "missing"))
+        return out
+
+    def read_loss_columns(self, j0: int, j1: int) -> np.ndarray:
+        """``losses[:, :, j0:j1]``; a chunk that fails its checksum is a StoreError naming it."""
+        arr = self.losses_array()
+        try:
+            return np.asarray(arr[:, :, j0:j1])
+        except ValueError as exc:
+            if "checksum" not in str(exc):
+                raise
+            bad = self.corrupt_loss_chunks(j0, j1)
+            where = bad[0].describe() if bad else f"columns {j0}-{j1 - 1}"
+            raise StoreError(
+                f"store {str(self.path)!r}: {where} fails its checksum (corrupted on disk): "
+                "run 'losskernel verify RUN_DIR --repair' and then 'losskernel sample' to "
+                "recompute the draws"
+            ) from exc
+
+    def corrupt_loss_chunks(self, j0: int = 0, j1: int | None = None) -> list[DamagedChunk]:
+        """Read every ``losses`` chunk over columns j0..j1 one by one; those whose checksum
+        (or decompression) fails, one entry per draw they hold."""
+        arr = self.losses_array()
+        c_chain, c_draw, c_n = arr.chunks
+        chains, draws, n = arr.shape
+        j1 = n if j1 is None else j1
+        out: list[DamagedChunk] = []
+        for c in range(0, chains, c_chain):
+            for t in range(0, draws, c_draw):
+                for j in range((j0 // c_n) * c_n, j1, c_n):
+                    try:
+                        arr[c:c + c_chain, t:t + c_draw, j:j + c_n]
+                    except Exception:  # noqa: BLE001 - any decode failure is damage
+                        for chain in range(c, min(c + c_chain, chains)):
+                            for draw in range(t, min(t + c_draw, draws)):
+                                out.append(DamagedChunk(chain, draw,
+                                                        self.loss_chunk_file(chain, draw, j // c_n),
+                                                        "corrupt"))
+        return out
+
+    def unmark_done(self, chain: int, draws: np.ndarray | list[int]) -> None:
+        """Clear the ``done`` flags of draws whose data were lost, so sampling redoes them."""
+        done = self.group["done"]
+        row = np.asarray(done[chain, :])
+        row[np.asarray(draws, dtype=np.int64)] = False
+        done[chain, :] = row
+
     def train_loss(self) -> np.ndarray:
-        return np.asarray(self.group["train_loss"][...])
+        return self.read_whole("train_loss")
 
     def distances(self) -> np.ndarray | None:
         """(chains, draws) ||w - w*|| (NaN where not written), or None for an older store."""
-        return np.asarray(self.group["distance"][...]) if "distance" in self.group else None
+        return self.read_whole("distance") if "distance" in self.group else None
 
     def eval_means(self) -> np.ndarray | None:
         """(chains, draws) mean eval loss per draw (NaN where not written), or None (older)."""
-        return np.asarray(self.group["eval_mean"][...]) if "eval_mean" in self.group else None
+        return self.read_whole("eval_mean") if "eval_mean" in self.group else None
 
     # ------------------------------------------------------------------ reference at w*
     # The losses at the trained weights, measured once before sampling, against which

@@ -119,7 +119,7 @@ class DrawReader:
 
     def columns(self, j0: int, j1: int) -> np.ndarray:
         """float64 (chains, draws, j1 - j0) of samples j0..j1 (NaN where not done)."""
-        return np.asarray(self.store.losses_array()[:, :, j0:j1], dtype=np.float64)
+        return np.asarray(self.store.read_loss_columns(j0, j1), dtype=np.float64)
 
     def column_block(self, n_rows: int, block_bytes: int = BLOCK_BYTES) -> int:
         """Samples per column block so that (n_rows, block) float64 fits ``block_bytes``."""

@@ -370,7 +370,7 @@ def _run_chains(
     settings = settings_from(config)
     ckpt_key = dict_fingerprint({**draw_keys(config), **fingerprints})
     anchor = fl.initial_params()
-    done = store.done()
+    done = recover_lost_draws(store, mine)
     status = store.chain_status()
     already = int(done[mine].sum()) if mine else 0
     bar = tqdm(
@@ -474,6 +474,27 @@ def _run_chains(
         if report.unfinished:
             report.stopped_by = stop.signum
     return report
+
+
+def recover_lost_draws(store: RunStore, chains: list[int]) -> np.ndarray:
+    """Mark not done the done draws of ``chains`` whose ``losses`` chunk is gone; the new
+    ``done`` array. Their chains then resume from the newest checkpoint before them (or
+    from w*) and rewrite them bitwise, since every draw is a function of (seed, chain,
+    step): a lost chunk costs compute, never correctness."""
+    done = store.done()
+    mask = np.zeros_like(done)
+    mask[chains] = done[chains]
+    lost = store.missing_loss_chunks(mask)
+    if not lost:
+        return done
+    by_chain: dict[int, list[int]] = {}
+    for item in lost:
+        by_chain.setdefault(item.chain, []).append(item.draw)
+    for chain, draws in sorted(by_chain.items()):
+        store.unmark_done(chain, sorted(set(draws)))
+        print(f"losskernel: chain {chain}: {len(set(draws))} done draws lost their losses chunk "
+              f"(first {lost[0].file}); recomputing them", file=sys.stderr)
+    return store.done()
 
 
 def batch_groups(

@@ -136,7 +136,7 @@ def select_rows(store: RunStore, allow_partial: bool) -> tuple[np.ndarray, list[
 def read_column_block(store: RunStore, rows: np.ndarray, j0: int, j1: int) -> np.ndarray:
     """Columns j0..j1 of the (M, N) float32 draw matrix (the selected rows only)."""
     chains, draws, _ = store.shape
-    block = np.asarray(store.losses_array()[:, :, j0:j1]).reshape(chains * draws, j1 - j0)
+    block = store.read_loss_columns(j0, j1).reshape(chains * draws, j1 - j0)
     return block[rows] if len(rows) != chains * draws else block
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..store import STATUS_OK, RunStore
+from ..errors import StoreError
+from ..store import STATUS_OK, RunStore, describe_damage
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,21 @@ class UsableDraws:
                 np.flatnonzero(~self.done.reshape(-1) & np.repeat(self.healthy, draws))]
 
 
-def usable_draws(store: RunStore) -> UsableDraws:
-    """The usable draws of ``store`` now (see the module doc)."""
+def usable_draws(store: RunStore, *, check_chunks: bool = True) -> UsableDraws:
+    """The usable draws of ``store`` now (see the module doc).
+
+    With ``check_chunks`` (every reader of draws), a usable draw whose ``losses``
+    chunk is missing is a StoreError: Zarr would read it as NaN, and a kernel of
+    NaNs with exit 0 is the one outcome that must never happen.
+    """
     done = store.done()
     healthy = store.chain_status() == STATUS_OK
-    return UsableDraws(mask=done & healthy[:, None], done=done, healthy=healthy)
+    usable = UsableDraws(mask=done & healthy[:, None], done=done, healthy=healthy)
+    if check_chunks:
+        missing = store.missing_loss_chunks(usable.mask)
+        if missing:
+            raise StoreError(
+                f"store {str(store.path)!r}: {describe_damage(missing)}: run 'losskernel "
+                "sample CONFIG' (or 'losskernel verify RUN_DIR --repair') to recompute them"
+            )
+    return usable

@@ -17,6 +17,7 @@ import pytest
 from losskernel_dist import locks
 from losskernel_dist.cli import main as cli_main
 from losskernel_dist.config import config_from_dict
+from losskernel_dist.errors import StoreError
 from losskernel_dist.jobs.info import format_info, run_info
 from losskernel_dist.jobs.sample import draws_kept_by, sample, settings_from
 from losskernel_dist.jobs.submit import SubmitError, prepare
@@ -101,15 +102,16 @@ def test_corrupted_chunk_is_an_error_never_a_wrong_kernel(tmp_path, capsys):
     chunks = sorted(p for p in (RunDir(run).store / "losses").rglob("*")
                     if p.is_file() and p.name != "zarr.json")
     _flip_a_byte(chunks[-1])
-    with pytest.raises(ValueError, match="checksum"):
+    with pytest.raises(StoreError, match=r"losses chunk .* of chain 1 .* fails its checksum"):
         reduce_store(RunDir(run).open_store(mode="r+"), block_size=8, threads=1)
-    with pytest.raises(ValueError, match="checksum"):
-        cli_main(["reduce", str(run), "--no-progress"])
+    assert cli_main(["reduce", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "checksum" in err[0], err
     assert not RunDir(run).open_store().has_kernel()
     done_chunk = next(p for p in (RunDir(run).store / "done").rglob("*")
                       if p.is_file() and p.name != "zarr.json")
     _flip_a_byte(done_chunk)
-    with pytest.raises(ValueError, match="checksum"):
+    with pytest.raises(StoreError, match="'done' fails its checksum"):
         sample(config, progress=False)
 
 
