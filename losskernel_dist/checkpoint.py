@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint_meta import chain_path, remove_sidecar, sidecar_step, write_sidecar
+
 
 @dataclass
 class ChainState:
@@ -32,10 +34,6 @@ class ChainState:
     fingerprint: str
 
 
-def chain_path(directory: Path, chain: int) -> Path:
-    return Path(directory) / f"chain_{chain:05d}.pt"
-
-
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -45,7 +43,9 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def save_chain(directory: Path, state: ChainState) -> Path:
-    """Write a chain's state atomically, keeping the previous file as ``.prev``."""
+    """Write a chain's state atomically, keeping the previous file as ``.prev``, then its
+    sidecar (checkpoint_meta.py; a kill in between leaves a sidecar that no longer
+    matches the file, which readers then ignore)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = chain_path(directory, state.chain)
@@ -64,6 +64,7 @@ def save_chain(directory: Path, state: ChainState) -> Path:
         os.replace(path, path.with_suffix(".prev"))
     os.replace(tmp, path)
     _fsync_dir(directory)
+    write_sidecar(directory, state.chain, state.step, state.fingerprint)
     return path
 
 
@@ -131,6 +132,7 @@ def restore(
     prev = path.with_suffix(".prev")
     changed = False
     if chosen is None:
+        remove_sidecar(directory, chain)
         for stale in (path, prev):
             if stale.exists():
                 stale.unlink()
@@ -140,4 +142,7 @@ def restore(
         changed = True
     if changed:
         _fsync_dir(directory)
+    if chosen is not None and sidecar_step(directory, chain) != chosen[1].step:
+        state = chosen[1]  # a promoted .prev, or a checkpoint written before sidecars
+        write_sidecar(directory, chain, state.step, state.fingerprint)
     return chosen[1] if chosen else None

@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from ..checkpoint import load_chain
+from ..checkpoint_meta import has_checkpoint, sidecar_step
 from ..guards.judge import run_verdict
 from ..locks import holders
 from ..rundir import RunDir
 from ..store import STATUS_OK
+from .submission import submission_status
 
 
 def run_info(run_dir: Path) -> dict[str, Any]:
@@ -92,18 +93,27 @@ _FAILED_STATES = {"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"
 
 
 def _checkpoint_step(run_dir: Path, chain: int) -> int | None:
-    """SGLD steps of a chain's newest readable checkpoint (None without one)."""
+    """SGLD steps of a chain's newest readable checkpoint (None without one).
+
+    From the checkpoint's JSON sidecar when it describes the file on disk, so
+    that ``info`` needs no torch; otherwise (a checkpoint written before
+    sidecars, or the sidecar of a killed write) from the checkpoint itself.
+    """
+    directory = RunDir(run_dir).checkpoints
+    step = sidecar_step(directory, chain)
+    if step is not None or not has_checkpoint(directory, chain):
+        return step
+    from ..checkpoint import load_chain  # imports torch: only for a checkpoint without sidecar
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        state = load_chain(RunDir(run_dir).checkpoints, chain)
+        state = load_chain(directory, chain)
     return state.step if state is not None else None
 
 
 def _slurm(run_dir: Path) -> dict[str, Any] | None:
     """The run's latest SLURM submission and its job states, if it was submitted."""
     try:
-        from .submit import submission_status
-
         return submission_status(Path(run_dir))
     except Exception as exc:  # info must work even where submitit or sacct misbehave
         return {"error": f"{type(exc).__name__}: {exc}"}

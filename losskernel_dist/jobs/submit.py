@@ -8,8 +8,8 @@
    (``map_array``), each a ``SampleChains``, a ``submitit.helpers.Checkpointable``.
 3. Reduce: one job with ``afterok`` on the whole array, so it starts only when
    every task succeeded.
-4. Record: ``RUN_DIR/slurm/submission.json`` (job ids and each task's chains),
-   which ``losskernel info`` reads.
+4. Record: ``RUN_DIR/slurm/submission.json`` (job ids and each task's chains,
+   submission.py), which ``losskernel info`` reads.
 
 Timeouts and preemption: SLURM sends USR2 ``slurm.signal_delay_s`` before the
 time limit (``scancel --signal=USR2`` does the same by hand). The sampler's
@@ -34,10 +34,7 @@ dependencies there, so ``submit`` waits for them and reduces in-process.
 
 from __future__ import annotations
 
-import json
-import shutil
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -59,9 +56,9 @@ from .sample import (
     sample,
     task_fingerprints,
 )
+from .submission import write_submission
 
 EXIT_INTERRUPTED = 75  # also the CLI's: stopped by a signal after a clean checkpoint
-SUBMISSION_NAME = "submission.json"
 
 
 
@@ -253,7 +250,7 @@ def submit(config: Config) -> Submission:
         if sub.tasks:
             red.update_parameters(slurm_dependency=f"afterok:{sub.array_id}")
         sub.reduce = red.submit(reduce_job, str(config.run_dir), config.slurm.allow_partial)
-    (folder / SUBMISSION_NAME).write_text(json.dumps(sub.record(), indent=2))
+    write_submission(folder, sub.record())
     return sub
 
 
@@ -326,51 +323,3 @@ def wait(sub: Submission, *, poll_s: float = 5.0, reduce_here: bool = False,
     elif reduce_here:
         sub.reduced_here = reduce_job(str(sub.run_dir), allow_partial)
     return sub
-
-
-def submission_status(run_dir: Path) -> dict[str, Any] | None:
-    """The latest submission of a run with its jobs' SLURM states (for ``losskernel info``).
-
-    States come from ``sacct`` when it is available; otherwise they are None.
-    """
-    candidates = [Path(run_dir) / "slurm" / SUBMISSION_NAME]
-    try:
-        from ..rundir import RunDir
-
-        folder = RunDir(run_dir).read_config_dict().get("slurm", {}).get("folder")
-        if folder:
-            candidates.insert(0, Path(folder) / SUBMISSION_NAME)
-    except Exception:
-        pass
-    path = next((p for p in candidates if p.is_file()), None)
-    if path is None:
-        return None
-    record = json.loads(path.read_text())
-    ids = [t["job_id"] for t in record.get("tasks", [])]
-    if record.get("reduce_job_id"):
-        ids.append(record["reduce_job_id"])
-    states = _sacct_states(ids) if record.get("cluster") == "slurm" else {}
-    for t in record.get("tasks", []):
-        t["state"] = states.get(t["job_id"])
-    if record.get("reduce_job_id"):
-        record["reduce_state"] = states.get(record["reduce_job_id"])
-    return record
-
-
-def _sacct_states(job_ids: list[str]) -> dict[str, str]:
-    """SLURM states of ``job_ids`` through sacct; {} when sacct is missing or fails."""
-    if not job_ids or shutil.which("sacct") is None:
-        return {}
-    arrays = sorted({j.split("_")[0] for j in job_ids})
-    try:
-        out = subprocess.run(
-            ["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(arrays)],
-            capture_output=True, text=True, timeout=20, check=True,
-        ).stdout
-    except (subprocess.SubprocessError, OSError):
-        return {}
-    states = {}
-    for line in out.splitlines():
-        job, _, state = line.partition("|")
-        states[job.strip()] = state.split()[0] if state.strip() else ""
-    return states

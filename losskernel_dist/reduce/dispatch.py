@@ -12,6 +12,8 @@ config is never silently replaced by a library default.
 from __future__ import annotations
 
 import importlib.util
+import os
+from pathlib import Path
 
 from ..config import Config, ReduceConfig
 from ..store import RunStore
@@ -19,8 +21,21 @@ from .kernel import ReduceReport, reduce_store
 from .topk import NeighboursReport, reduce_neighbours
 
 
+def _gpu_visible() -> bool:
+    """Whether this process may see a GPU, judged without torch: CUDA_VISIBLE_DEVICES
+    does not hide them all, and an NVIDIA (or ROCm) driver has a device. A cheap
+    pre-check, so that a CPU machine reduces without importing torch (seconds)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    nvidia = Path("/proc/driver/nvidia/gpus")
+    return (nvidia.is_dir() and any(nvidia.iterdir())) or Path("/dev/nvidia0").exists() \
+        or Path("/dev/kfd").exists()
+
+
 def _cuda_available() -> bool:
-    if importlib.util.find_spec("torch") is None:
+    """Whether torch can use a GPU; torch is imported only where one may be visible."""
+    if not _gpu_visible() or importlib.util.find_spec("torch") is None:
         return False
     import torch
 

@@ -22,7 +22,7 @@ import pytest
 from losskernel_dist.config import config_from_dict
 from losskernel_dist.jobs.info import format_info, run_info
 from losskernel_dist.jobs.sample import sample
-from losskernel_dist.jobs.submit import submission_status
+from losskernel_dist.jobs.submission import submission_status
 
 from ..dist_helpers import (
     REPO,
