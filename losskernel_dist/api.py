@@ -29,17 +29,15 @@ if TYPE_CHECKING:  # torch and xarray are imported only by the calls that need t
     from .task import Task
 
 __all__ = ["Run", "analyze", "load_config", "loss_kernel", "open_run", "reduce", "run",
-           "sample", "IN_MEMORY_TARGET"]
-
-# task.target of a run made by ``loss_kernel`` from a Task object: no process can rebuild it
-IN_MEMORY_TARGET = "losskernel_dist.api:in_memory_task"
+           "sample"]
 
 # where a bare setting name of ``loss_kernel(**settings)`` is looked up, in this order
 SETTING_SECTIONS = ("sampler", "eval", "reduce", "analysis", "guards")
 
 
 def in_memory_task(**_: Any) -> Task:
-    """The task target of runs made from an in-memory Task: it cannot be rebuilt."""
+    """The task target (``task.IN_MEMORY_TARGET``) of runs made from an in-memory Task: it
+    cannot be rebuilt."""
     from .errors import TaskError
 
     raise TaskError(
@@ -294,6 +292,7 @@ def loss_kernel(task: Task, output: str | Path, *, progress: bool = True,
     submitted to SLURM, whose array tasks would have to rebuild the task.
     """
     from .config import apply_overrides
+    from .task import IN_MEMORY_TARGET
     from .task import Task as TaskClass
 
     if not isinstance(task, TaskClass):

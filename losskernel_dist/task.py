@@ -22,6 +22,11 @@ from .errors import TaskError
 
 LossFn = Callable[[torch.nn.Module, Any], torch.Tensor]
 
+# task.target of a run that ``losskernel_dist.loss_kernel`` made from a Task object. No
+# other process can rebuild that task: the target (api.in_memory_task) says so when loaded,
+# and ``submit`` refuses such a run before queueing anything.
+IN_MEMORY_TARGET = "losskernel_dist.api:in_memory_task"
+
 
 
 @dataclass

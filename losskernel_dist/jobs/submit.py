@@ -139,9 +139,8 @@ def reduce_job(run_dir: str, allow_partial: bool) -> dict[str, Any]:
 
 def prepare(config: Config) -> bool:
     """Create or validate the run here, before anything is queued; True when created."""
-    from ..api import IN_MEMORY_TARGET
     from ..sampler.data import EvalShards
-    from ..task import load_task
+    from ..task import IN_MEMORY_TARGET, load_task
 
     if config.task.target == IN_MEMORY_TARGET:
         raise SubmitError(
