@@ -88,11 +88,6 @@ def atomic_write(path: str | Path, data: str | bytes) -> Path:
     return path
 
 
-def is_temporary(path: Path) -> bool:
-    """True for a temporary file that ``atomic_path`` left behind when its writer was killed."""
-    return path.name.startswith(".") and ".tmp" in path.name
-
-
 @dataclass(frozen=True)
 class RunDir:
     """Where everything of one run lives; cheap to make, touches nothing on disk."""

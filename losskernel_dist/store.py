@@ -1,6 +1,6 @@
 """The Zarr v3 store of a run: the only module that knows its paths and chunking.
 
-Layout (INTERFACE.md):
+Layout (docs/interface.md):
 
     losses        float32 (chain, draw, sample)   loss vector of every kept draw
     done          bool    (chain, draw)           true once that draw is durably written
@@ -8,7 +8,7 @@ Layout (INTERFACE.md):
     distance      float32 (chain, draw)           ||w - w*|| at every kept draw
     eval_mean     float32 (chain, draw)           mean eval loss of every kept draw
     reference/eval_losses float32 (sample,)       eval loss vector at w*; the group's attrs
-                                                  hold the mean train loss at w* (guards.py)
+                                                  hold the mean train loss at w* (guards/)
     chain_status  int8    (chain,)                0 ok, 1 failed (see attrs["chain_errors"])
     labels        int64   (sample,)               eval labels, when the task has them
     attributes/*          (sample,)               per-sample attributes of the task

@@ -189,7 +189,8 @@ def grid(config: Config) -> list[Setting]:
 
 def calibration_dir(config: Config) -> Path:
     """Where the pilots and the report go: ``calibrate.output`` or OUTPUT/calibration."""
-    return Path(config.calibrate.output) if config.calibrate.output else config.run_dir / "calibration"
+    return Path(config.calibrate.output) if config.calibrate.output else \
+        RunDir(config.run_dir).calibration
 
 
 def pilot_schedule(config: Config) -> dict[str, int]:

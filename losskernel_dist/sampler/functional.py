@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torch.func import functional_call, grad_and_value
+from torch.func import functional_call
 
 from ..task import LossFn, Task
 
@@ -94,13 +94,6 @@ class FunctionalLoss:
             loss = self.mean_loss(leaves, batch)
             grads = torch.autograd.grad(loss, list(leaves.values()))
         return dict(zip(leaves, grads, strict=True)), loss.detach()
-
-    def grad_and_loss_vmappable(
-        self, params: Mapping[str, torch.Tensor], batch: Any
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """The same through ``torch.func.grad_and_value``, for use under ``vmap``."""
-        grads, loss = grad_and_value(self.mean_loss)(dict(params), batch)
-        return grads, loss.detach()
 
 
 def to_device(batch: Any, device: torch.device) -> Any:

@@ -58,11 +58,6 @@ def vocab_size(p: int) -> int:
     return 2 * p + 2
 
 
-def equals_token(operation: int, p: int) -> int:
-    """The '=' token of an operation (2p for addition, 2p + 1 for division)."""
-    return 2 * p + operation
-
-
 def _check_prime(p: int) -> None:
     """Division needs every nonzero b to be invertible mod p, i.e. p prime."""
     if not isinstance(p, int) or p < 2 or any(p % d == 0 for d in range(2, math.isqrt(p) + 1)):
