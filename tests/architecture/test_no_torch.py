@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from losskernel_dist.config import config_from_dict
 from losskernel_dist.rundir import RunDir
 from tests.analysis_helpers import planted_run, two_task_draws
 
@@ -43,12 +44,15 @@ def _run(args: list[str]) -> subprocess.CompletedProcess:
 
 
 def _planted(path: Path, seed: int) -> Path:
-    """A reduced planted run whose config.yaml is complete, as ``sample`` writes it."""
+    """A reduced planted run whose config.yaml is complete, as ``sample`` writes it, and
+    asks for both kernels (dense and streamed neighbours: every reduce path on the CPU)."""
     x = two_task_draws(10, 10, chains=2, draws=16, seed=seed)
     planted_run(path, x, labels=np.r_[np.zeros(10, int), np.ones(10, int)],
                 label_names=["a", "b"])
     run = RunDir(path)
-    run.write_config(run.read_config())
+    data = run.read_config_dict()
+    data["reduce"] = {**data.get("reduce", {}), "kernel": "both", "neighbours_k": 3}
+    run.write_config(config_from_dict(data))
     return path
 
 
