@@ -13,7 +13,9 @@ run code.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +44,23 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def params_checksum(chain: int, step: int, fingerprint: str,
+                    params: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the state: chain, step, fingerprint and every tensor's name, dtype,
+    shape and bytes. Stored in the file and checked on load, so a flipped bit in the
+    parameters is a damaged checkpoint, never a silently different chain."""
+    digest = hashlib.sha256(f"{chain}|{step}|{fingerprint}".encode())
+    for name in sorted(params):
+        tensor = params[name].detach().cpu().contiguous()
+        digest.update(f"|{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class DamagedCheckpoint(ValueError):
+    """A checkpoint whose stored checksum does not match its contents."""
+
+
 def save_chain(directory: Path, state: ChainState) -> Path:
     """Write a chain's state atomically, keeping the previous file as ``.prev``, then its
     sidecar (checkpoint_meta.py; a kill in between leaves a sidecar that no longer
@@ -50,11 +69,13 @@ def save_chain(directory: Path, state: ChainState) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = chain_path(directory, state.chain)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
+    params = {k: v.detach().cpu() for k, v in state.params.items()}
     payload = {
         "chain": state.chain,
         "step": state.step,
         "fingerprint": state.fingerprint,
-        "params": {k: v.detach().cpu() for k, v in state.params.items()},
+        "params": params,
+        "checksum": params_checksum(state.chain, state.step, state.fingerprint, params),
     }
     with open(tmp, "wb") as fh:
         torch.save(payload, fh)
@@ -68,14 +89,19 @@ def save_chain(directory: Path, state: ChainState) -> Path:
     return path
 
 
-def _read(path: Path) -> ChainState:
+def read_checkpoint(path: Path) -> ChainState:
     data = torch.load(path, map_location="cpu", weights_only=True)
-    return ChainState(
+    state = ChainState(
         chain=int(data["chain"]),
         step=int(data["step"]),
         params=dict(data["params"]),
         fingerprint=str(data["fingerprint"]),
     )
+    stored = data.get("checksum")  # absent only in checkpoints written before checksums
+    if stored is not None and stored != params_checksum(state.chain, state.step,
+                                                        state.fingerprint, state.params):
+        raise DamagedCheckpoint("checksum mismatch: the file was changed after it was written")
+    return state
 
 
 def chain_states(directory: Path, chain: int) -> list[tuple[Path, ChainState]]:
@@ -90,10 +116,11 @@ def chain_states(directory: Path, chain: int) -> list[tuple[Path, ChainState]]:
         if not candidate.exists():
             continue
         try:
-            state = _read(candidate)
+            state = read_checkpoint(candidate)
         except Exception as exc:  # a truncated or corrupted file: try the older one
-            warnings.warn(f"checkpoint {candidate} unreadable ({exc}); trying an older one",
-                          stacklevel=2)
+            message = f"checkpoint {candidate} unreadable ({exc}); trying an older one"
+            warnings.warn(message, stacklevel=2)
+            print(f"losskernel: {message}", file=sys.stderr)
             continue
         if state.chain != chain:
             warnings.warn(f"checkpoint {candidate} belongs to chain {state.chain}; ignored",
