@@ -72,6 +72,8 @@ def run_torchrun(
 # code defines ``task``, ``s`` (the sampler section), ``eval_batch`` and ``seed`` before
 # it, and reads ``out`` (chains, draws, N) and ``seconds`` after it.
 PLAIN_SGLD_LOOP = """
+from losskernel_dist.sampler.schedule import StepSchedule
+
 model = task.model.eval()
 params = [p for p in model.parameters() if p.requires_grad]
 anchor = [p.detach().clone() for p in params]
@@ -80,7 +82,8 @@ ev = task.eval.tensors
 n, N, b = len(train[0]), len(ev[0]), s["batch_size"]
 shards = [[t[i:i + eval_batch] for t in ev] for i in range(0, N, eval_batch)]
 lr, nbeta, loc = s["lr"], s["nbeta"], s["localization"]
-total = s["burnin_steps"] + s["draws"] * s["steps_between_draws"]
+schedule = StepSchedule(s["burnin_steps"], s["draws"], s["steps_between_draws"])
+total = schedule.total_steps
 out = np.empty((s["chains"], s["draws"], N), np.float32)
 gen = torch.Generator().manual_seed(seed)
 t0 = time.perf_counter()
@@ -96,11 +99,11 @@ for c in range(s["chains"]):
             for p, g, a in zip(params, grads, anchor):
                 p.add_(-(lr / 2) * (nbeta * g + loc * (p - a))
                        + math.sqrt(lr) * torch.randn(p.shape, generator=gen))
-        after = step + 1 - s["burnin_steps"]
-        if after > 0 and after % s["steps_between_draws"] == 0:
+        draw = schedule.draw_index(step + 1)
+        if draw is not None:
             with torch.inference_mode():
                 vec = torch.cat([task.loss(model, sh) for sh in shards])
-            out[c, after // s["steps_between_draws"] - 1] = vec.numpy()
+            out[c, draw] = vec.numpy()
 seconds = time.perf_counter() - t0
 """
 

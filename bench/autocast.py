@@ -52,7 +52,7 @@ def run(root: Path, args: argparse.Namespace, autocast: str) -> RunStore:
     }
     sample(config_from_dict(data), progress=False)
     store = RunStore.open(root / autocast / "store.zarr", mode="r+")
-    reduce_store(store, block_size=1024, threads=args.threads)
+    reduce_store(store, block_size=1024, dtype="float64", threads=args.threads)
     return store
 
 

@@ -31,6 +31,7 @@ import yaml
 
 from .config import Config, config_from_dict, differing_draw_keys, draw_keys, dump_config
 from .errors import RunDirError, StoreError
+from .sampler.schedule import StepSchedule
 from .store import RunStore
 
 if TYPE_CHECKING:  # the task is only read here; importing it would import torch
@@ -223,7 +224,7 @@ def create_run(config: Config, task: Task, fingerprints: Mapping[str, str]) -> R
         chains=config.sampler.chains,
         draws=config.sampler.draws,
         n=task.n_eval,
-        total_steps=config.sampler.total_steps,
+        total_steps=StepSchedule.of(config.sampler).total_steps,
         config=config.to_dict(),
         labels=task.labels,
         label_names=list(task.label_names) if task.label_names is not None else None,

@@ -57,7 +57,7 @@ def planted_run(
         trace = 0.5 + 0.02 * rng.normal(size=burnin + draws)
         trace[:burnin] -= np.linspace(0.2, 0.0, burnin)  # rises from w* during burn-in
         store.write_train_loss(c, 0, trace.astype(np.float32))
-    reduce_store(store, block_size=block)
+    reduce_store(store, block_size=block, dtype="float64")  # the tests compare to 1e-12
     return store
 
 

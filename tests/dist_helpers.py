@@ -93,7 +93,7 @@ def poisoned_config(run: Path, chains: int = 3, victim: int = 1, **slurm: Any) -
     first: list[dict[int, int]] = []
     for chain in range(chains):
         seen: dict[int, int] = {}
-        for step in range(settings.total_steps):
+        for step in range(settings.schedule.total_steps):
             for i in minibatch_indices(settings.seed, chain, step, n, b):
                 seen.setdefault(int(i), step)
         first.append(seen)

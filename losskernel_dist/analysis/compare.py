@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import _get_dotted
+from ..config import get_dotted
 from ..errors import CompareError
 from ..rundir import RunDir
 from ..store import RunStore
@@ -89,8 +89,8 @@ def compare_runs(run_a: Path, run_b: Path) -> dict[str, Any]:
         "same_model": a.fingerprints.get("model")
         == b.fingerprints.get("model"),
         "differing_config": {
-            key: [_get_dotted(ca, key), _get_dotted(cb, key)]
-            for key in COMPARED_KEYS if _get_dotted(ca, key) != _get_dotted(cb, key)
+            key: [get_dotted(ca, key), get_dotted(cb, key)]
+            for key in COMPARED_KEYS if get_dotted(ca, key) != get_dotted(cb, key)
         },
     }
     overlap = neighbour_overlap(a, b)

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import AnalysisConfig, ConfigError, _build
+from ..config import AnalysisConfig, ConfigError, config_default, section_from_dict
 from ..guards.judge import run_verdict
 from ..rundir import RunDir
 from ..store import RunStore, StoreError
@@ -119,9 +119,7 @@ class Context:
 
 def load_analysis_config(run_config: dict) -> AnalysisConfig:
     """The run's ``analysis`` section, validated (defaults for keys it lacks)."""
-    cfg = _build(AnalysisConfig, run_config.get("analysis") or {}, "analysis")
-    cfg.validate()
-    return cfg
+    return section_from_dict(run_config, AnalysisConfig)
 
 
 def analyze_run(run_dir: Path) -> dict:
@@ -550,7 +548,8 @@ def step_convergence(ctx: Context) -> None:
                    "convergence")
     else:
         ctx.skipped["rhat_ess"] = mix.get("reason", "")
-    burnin = int(ctx.run_config.get("sampler", {}).get("burnin_steps", 0))
+    burnin = int(ctx.run_config.get("sampler", {}).get("burnin_steps",
+                                                       config_default("sampler.burnin_steps")))
     train = ctx.store.train_loss()
     section["train_loss"] = train_loss_health(train, burnin)
     if np.isfinite(train).any():

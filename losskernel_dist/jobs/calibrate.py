@@ -51,13 +51,14 @@ import yaml
 from ..analysis.cka import double_centred_sq_norm
 from ..analysis.convergence import draw_gram
 from ..analysis.kernelio import DrawReader
-from ..config import CalibrateConfig, Config, ConfigError, config_from_dict
+from ..config import CalibrateConfig, Config, ConfigError, config_default, config_from_dict
 from ..distributed import Placement, ProcessGroup, placement_from_env, select_device
 from ..errors import CalibrationError
 from ..guards.judge import GuardReport, check_run
 from ..guards.measure import measure_reference
 from ..reduce.usable import usable_draws
 from ..rundir import RunDir
+from ..sampler.schedule import StepSchedule
 from ..store import STATUS_OK, RunStore
 
 GRID_FACTORS = (0.1, 1.0, 10.0)
@@ -193,7 +194,7 @@ def calibration_dir(config: Config) -> Path:
         RunDir(config.run_dir).calibration
 
 
-def pilot_schedule(config: Config) -> dict[str, int]:
+def pilot_schedule(config: Config) -> StepSchedule:
     """Burn-in, draws and spacing of every pilot chain from the calibrate budget.
 
     By default (``calibrate.draws`` 0) the pilot keeps a draw every
@@ -201,15 +202,23 @@ def pilot_schedule(config: Config) -> dict[str, int]:
     are as correlated as the run's and the CKA projection counts them alike.
     """
     cal = config.calibrate
-    burnin = round(cal.steps * cal.burnin_fraction)
+    burnin = cal.pilot_burnin_steps
     if cal.draws:
         every = max(1, (cal.steps - burnin) // cal.draws)
         draws = cal.draws
     else:
         every = config.sampler.steps_between_draws
         draws = (cal.steps - burnin) // every
-    return {"burnin_steps": burnin, "draws": draws, "steps_between_draws": every,
-            "steps": burnin + draws * every, "chains": cal.chains_per_setting,
+    return StepSchedule(burnin_steps=burnin, draws=draws, steps_between_draws=every,
+                        checkpoint_every=config.sampler.checkpoint_every)
+
+
+def pilot_budget(config: Config) -> dict[str, int]:
+    """The budget a calibration records: the pilot schedule, its chains, the run's draws."""
+    schedule = pilot_schedule(config)
+    return {"burnin_steps": schedule.burnin_steps, "draws": schedule.draws,
+            "steps_between_draws": schedule.steps_between_draws,
+            "steps": schedule.total_steps, "chains": config.calibrate.chains_per_setting,
             "run_draws": config.sampler.chains * config.sampler.draws}
 
 
@@ -218,9 +227,9 @@ def pilot_config(config: Config, setting: Setting) -> Config:
     data = config.to_dict()
     schedule = pilot_schedule(config)
     data["sampler"].update(
-        chains=schedule["chains"], draws=schedule["draws"],
-        burnin_steps=schedule["burnin_steps"],
-        steps_between_draws=schedule["steps_between_draws"],
+        chains=config.calibrate.chains_per_setting, draws=schedule.draws,
+        burnin_steps=schedule.burnin_steps,
+        steps_between_draws=schedule.steps_between_draws,
         lr=setting.lr, localization=setting.localization, nbeta=setting.nbeta,
     )
     data["analysis"]["enabled"] = False
@@ -566,8 +575,8 @@ def report(config: Config, settings: Sequence[Setting], t0: float, log: Any = pr
     cal = Calibration(
         directory=directory,
         settings=list(settings),
-        budget={**pilot_schedule(config), "min_cka": config.calibrate.min_cka,
-                "guards": asdict(config.guards)},
+        budget={**pilot_budget(config), "min_cka": config.calibrate.min_cka,
+                "guards": config.guards.to_dict()},
         results=results,
         recommended=recommended,
         rule=RULE.format(min_cka=config.calibrate.min_cka,
@@ -614,7 +623,7 @@ def write_recommended_config(
     sampler = data.setdefault("sampler", {})
     sampler.update(cal.recommended.as_dict())
     burnin = int(cal.budget["burnin_steps"])
-    if int(sampler.get("burnin_steps", 100)) < burnin:
+    if int(sampler.get("burnin_steps", config_default("sampler.burnin_steps"))) < burnin:
         sampler["burnin_steps"] = burnin
     config_from_dict(yaml.safe_load(yaml.safe_dump(data)))  # still a valid config
     out = Path(out)

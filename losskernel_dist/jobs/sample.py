@@ -4,7 +4,7 @@ Commit order for each chain, at every checkpoint point: the buffered loss
 vectors are written, then the chain state is checkpointed (atomically), then
 the draws' ``done`` flags are set. A kill at any instant leaves a consistent
 run, because resuming starts from the newest checkpoint that every draw kept
-at or before its step is ``done`` for (``_covered``); a checkpoint saved just
+at or before its step is ``done`` for (``covered``); a checkpoint saved just
 before a kill that beat the ``done`` flags is passed over for the previous one
 (or for the chain's start), and the draws after it are rewritten. Every draw
 is a function of (seed, chain, step) alone, so a rewritten draw is
@@ -54,6 +54,7 @@ from ..sampler.chain import ChainDiverged, ChainEvent, SGLDSettings, run_chain
 from ..sampler.data import EvalShards
 from ..sampler.functional import FunctionalLoss
 from ..sampler.host import host_tensors
+from ..sampler.schedule import StepSchedule
 from ..store import RunStore, StoreError
 from ..task import Task, load_task
 from .writer import CommitQueue
@@ -212,12 +213,12 @@ def _runs(draws: list[int]) -> list[tuple[int, int]]:
 
 
 def settings_from(config: Config) -> SGLDSettings:
+    """The chain settings of the config's sampler section."""
     s = config.sampler
     return SGLDSettings(
         lr=s.lr, nbeta=s.nbeta, localization=s.localization, seed=s.seed,
-        batch_size=s.batch_size, burnin_steps=s.burnin_steps,
-        steps_between_draws=s.steps_between_draws, draws=s.draws, noise=s.noise,
-        checkpoint_every=s.checkpoint_every, loader_workers=s.loader_workers,
+        batch_size=s.batch_size, schedule=StepSchedule.of(s), noise=s.noise,
+        loader_workers=s.loader_workers,
     )
 
 
@@ -249,15 +250,9 @@ def _device_for(config: Config, placement: Placement) -> torch.device:
     return device
 
 
-def draws_kept_by(settings: SGLDSettings, step: int) -> int:
-    """How many draws a chain has kept after ``step`` SGLD steps."""
-    after_burnin = max(0, step - settings.burnin_steps)
-    return int(min(settings.draws, after_burnin // settings.steps_between_draws))
-
-
-def _covered(settings: SGLDSettings, done_row: np.ndarray, step: int) -> bool:
+def covered(schedule: StepSchedule, done_row: np.ndarray, step: int) -> bool:
     """True when every draw kept at or before ``step`` is done: a state to resume from."""
-    return bool(done_row[: draws_kept_by(settings, step)].all())
+    return bool(done_row[: schedule.draws_kept_by(step)].all())
 
 
 def resume_state(
@@ -271,7 +266,7 @@ def resume_state(
                 f"checkpoint of chain {chain} was made with another config, model or eval "
                 "set; refusing to resume from it"
             )
-        return _covered(settings, done_row, state.step)
+        return covered(settings.schedule, done_row, state.step)
 
     return restore(RunDir(run_dir).checkpoints, chain, accept)
 
@@ -374,8 +369,9 @@ def _run_chains(
     status = store.chain_status()
     already = int(done[mine].sum()) if mine else 0
     bar = tqdm(
-        total=len(mine) * settings.draws, initial=already, desc=f"sample[rank {placement.rank}]",
-        unit="draw", disable=not progress, file=sys.stderr, dynamic_ncols=True,
+        total=len(mine) * settings.schedule.draws, initial=already,
+        desc=f"sample[rank {placement.rank}]", unit="draw", disable=not progress,
+        file=sys.stderr, dynamic_ncols=True,
     )
     start_time = time.perf_counter()
     finished: set[int] = set()
@@ -398,7 +394,7 @@ def _run_chains(
             rows[event.chain][event.draw] = True
             report.draws_written += 1
             bar.update(1)
-        if event.step >= settings.total_steps:
+        if event.step >= settings.schedule.total_steps:
             finished.add(event.chain)
 
     def fail(exc: ChainDiverged) -> None:

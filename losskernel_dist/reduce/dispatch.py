@@ -82,11 +82,8 @@ def _reduce_dense(
     if engine == "torch":
         from .tiled import reduce_store_torch
 
-        device = settings.device
-        if device == "auto":
-            device = "cuda" if _cuda_available() else "cpu"
-        return reduce_store_torch(
-            store, block_size=settings.block_size, dtype=settings.dtype, device=device,
+        return reduce_store_torch(  # its device 'auto': cuda when available
+            store, block_size=settings.block_size, dtype=settings.dtype, device=settings.device,
             allow_partial=allow_partial, progress=progress,  # its own device-memory cache
         )
     return reduce_store(

@@ -46,12 +46,13 @@ from dask.callbacks import Callback
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from ..config import KernelDtype, config_default
 from ..errors import IncompleteRunError
 from ..store import SAMPLE_CHUNK, RunStore
 from .usable import usable_draws
 
 TILE_KEY = "kernel-tile-"  # dask key prefix of the tile tasks
-DEFAULT_CACHE_BYTES = 4 << 30
+DEFAULT_CACHE_BYTES = int(config_default("reduce.cache_gb") * 2**30)  # 4 GiB
 STATS_SLICE = 512  # columns converted to float64 at a time in pass 1
 # float32 scaling of a correlation tile under/overflows when 1/(sd_i sd_j) exceeds this
 FLOAT32_SCALE_LIMIT = 1e30
@@ -288,14 +289,18 @@ def _write_tile(
 def reduce_store(
     store: RunStore,
     *,
-    block_size: int = 2048,
-    dtype: str = "float64",
-    threads: int = 0,
+    block_size: int = config_default("reduce.block_size"),
+    dtype: KernelDtype | str = config_default("reduce.dtype"),
+    threads: int = config_default("reduce.threads"),
     allow_partial: bool = False,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     progress: bool = False,
 ) -> ReduceReport:
-    """Compute and write kernel/{mean,var,cov,corr}; returns what was used."""
+    """Compute and write kernel/{mean,var,cov,corr}; returns what was used.
+
+    The defaults are the config's (``reduce.*``): ``reduce_with_config`` passes
+    a run's own settings, and a direct call without them reduces alike.
+    """
     t0 = time.perf_counter()
     rows, used_chains, excluded = select_rows(store, allow_partial)
     m = len(rows)
@@ -304,7 +309,7 @@ def reduce_store(
     workers = threads or os.cpu_count() or 1
 
     draws = centred_draws(store, rows, workers, cache_bytes)
-    out = store.create_kernel(n, block, dtype)
+    out = store.create_kernel(n, block, KernelDtype.parse(dtype, "reduce.dtype").value)
     out["mean"][:] = draws.mean
     out["var"][:] = draws.var
     inv64 = inverse_sd(draws.var)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..config import KernelDtype, config_default
 from ..store import RunStore
 from .kernel import (
     ReduceReport,
@@ -37,22 +38,29 @@ from .kernel import (
 def reduce_store_torch(
     store: RunStore,
     *,
-    block_size: int = 4096,
-    dtype: str = "float64",
-    device: str | torch.device = "cuda",
+    block_size: int = config_default("reduce.block_size"),
+    dtype: KernelDtype | str = config_default("reduce.dtype"),
+    device: str | torch.device = config_default("reduce.device"),
     allow_partial: bool = False,
     cache_bytes: int = 8 << 30,
     progress: bool = False,
 ) -> ReduceReport:
-    """Compute and write kernel/{mean,var,cov,corr} with torch on ``device``."""
+    """Compute and write kernel/{mean,var,cov,corr} with torch on ``device``.
+
+    ``device`` 'auto' is cuda when available, else the CPU. ``cache_bytes`` bounds
+    the centred draws kept in device memory (not ``reduce.cache_gb``, which is
+    host memory). The other defaults are the config's (``reduce.*``).
+    """
     t0 = time.perf_counter()
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
     rows, used_chains, excluded = select_rows(store, allow_partial)
     m = len(rows)
     _, _, n = store.shape
     block = min(block_size, n)
     starts = list(range(0, n, block))
-    out = store.create_kernel(n, block, dtype)
+    out = store.create_kernel(n, block, KernelDtype.parse(dtype, "reduce.dtype").value)
 
     # pass 1 on the host, as the dask engine does it (same bits: reduce/kernel.py)
     draws = centred_draws(store, rows, os.cpu_count() or 1)

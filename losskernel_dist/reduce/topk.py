@@ -60,7 +60,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from ..analysis.neighbours import select_top
-from ..config import ConfigError
+from ..config import ConfigError, NeighboursMetric, config_default
 from ..store import RunStore
 from .kernel import (
     DEFAULT_CACHE_BYTES,
@@ -71,7 +71,6 @@ from .kernel import (
     select_rows,
 )
 
-METRICS = ("corr", "cov")
 DENSE_ROWS = 256  # rows of a tile handled at once by the dense selection path
 BLOCK_KEY = "neighbours-block-"  # dask key prefix of the row-block tasks
 
@@ -250,12 +249,12 @@ def _settings_key(settings: dict, rows: np.ndarray) -> str:
 def reduce_neighbours(
     store: RunStore,
     *,
-    k: int = 15,
-    k_bottom: int = 10,
-    metric: str = "corr",
-    exclude_same_label: bool = False,
-    block_size: int = 2048,
-    threads: int = 0,
+    k: int = config_default("reduce.neighbours_k"),
+    k_bottom: int = config_default("reduce.neighbours_bottom_k"),
+    metric: NeighboursMetric | str = config_default("reduce.neighbours_metric"),
+    exclude_same_label: bool = config_default("analysis.exclude_same_label"),
+    block_size: int = config_default("reduce.block_size"),
+    threads: int = config_default("reduce.threads"),
     allow_partial: bool = False,
     write_moments: bool = True,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
@@ -271,8 +270,7 @@ def reduce_neighbours(
     rows are written and before it is marked done.
     """
     t0 = time.perf_counter()
-    if metric not in METRICS:
-        raise ConfigError(f"reduce.neighbours_metric: expected corr or cov, got {metric!r}")
+    metric = NeighboursMetric.parse(metric, "reduce.neighbours_metric")
     _, _, n = store.shape
     check_k(k, n, "reduce.neighbours_k")
     check_k(k_bottom, n, "reduce.neighbours_bottom_k", allow_zero=True)
@@ -283,8 +281,9 @@ def reduce_neighbours(
     excluding = bool(exclude_same_label and labels is not None and np.unique(labels).size >= 2)
     labels = labels if excluding else None
     workers = threads or os.cpu_count() or 1
-    settings = {"metric": metric, "k": k, "k_bottom": k_bottom, "exclude_same_label": excluding,
-                "block_size": block, "n": n, "draws_used": m, "chains_used": used_chains}
+    settings = {"metric": metric.value, "k": k, "k_bottom": k_bottom,
+                "exclude_same_label": excluding, "block_size": block, "n": n, "draws_used": m,
+                "chains_used": used_chains}
     attrs = {**settings, "key": _settings_key(settings, rows),
              "order": "score descending (top) / ascending (bottom); ties by smaller index",
              "exclude_self": True}
@@ -295,7 +294,7 @@ def reduce_neighbours(
         out = store.create_kernel(n, block, "float64", dense=False)
         out["mean"][:] = mean
         out["var"][:] = var
-    scale = (inverse_sd(var) if metric == "corr" else np.ones(n)) / np.sqrt(m - 1)
+    scale = (inverse_sd(var) if metric is NeighboursMetric.CORR else np.ones(n)) / np.sqrt(m - 1)
     arrays, done = store.open_stream_neighbours(n, k, k_bottom, block, attrs)
     cached = m * n * 8 <= cache_bytes
 
@@ -313,7 +312,7 @@ def reduce_neighbours(
     else:
         block_of = columns
 
-    clip = metric == "corr"
+    clip = metric is NeighboursMetric.CORR
 
     def run_block(b: int) -> int:
         i0, i1 = b * block, min((b + 1) * block, n)
@@ -347,7 +346,7 @@ def reduce_neighbours(
     bar.close()
 
     report = NeighboursReport(
-        n=n, k=k, k_bottom=k_bottom, metric=metric, exclude_same_label=excluding,
+        n=n, k=k, k_bottom=k_bottom, metric=metric.value, exclude_same_label=excluding,
         block_size=block, draws_used=m, blocks=len(done), blocks_resumed=int(done.sum()),
         cached=cached, seconds=time.perf_counter() - t0, chains_used=used_chains,
         partial=bool(excluded["failed_chains"] or excluded["not_done"]),

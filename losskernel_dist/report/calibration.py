@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
+from ..sampler.schedule import StepSchedule
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import Config
     from ..jobs.calibrate import Calibration
@@ -114,8 +116,9 @@ def trace_figures(cal: Calibration, traces: Sequence[Mapping[str, np.ndarray]],
     ref = cal.reference.get("train_loss")
     tol = cal.reference.get("loss_tolerance")
     blow = cal.reference.get("blowup_threshold")
-    burnin = int(cal.budget["burnin_steps"])
-    every = int(cal.budget["steps_between_draws"])
+    schedule = StepSchedule(burnin_steps=int(cal.budget["burnin_steps"]),
+                            draws=int(cal.budget["draws"]),
+                            steps_between_draws=int(cal.budget["steps_between_draws"]))
     out = []
     for nb in nbetas:
         for kind in ("train_loss", "distance"):
@@ -130,7 +133,7 @@ def trace_figures(cal: Calibration, traces: Sequence[Mapping[str, np.ndarray]],
                         ax.set_axis_off()
                         continue
                     result, trace = by_setting[key]
-                    _panel(ax, kind, result, trace, ref, tol, blow, burnin, every)
+                    _panel(ax, kind, result, trace, ref, tol, blow, schedule)
                     ax.set_title(f"lr {lr:.3g}, loc {loc:.3g}", fontsize=8,
                                  color=_verdict_colour(result))
                     ax.tick_params(labelsize=7)
@@ -166,12 +169,12 @@ def _verdict_colour(result: Any) -> str:
 
 
 def _panel(ax: Any, kind: str, result: Any, trace: Mapping[str, np.ndarray], ref: float | None,
-           tol: float | None, blow: float | None, burnin: int, every: int) -> None:
+           tol: float | None, blow: float | None, schedule: StepSchedule) -> None:
     from matplotlib.ticker import NullFormatter
 
     chains = trace["train_loss"].shape[0]
     if kind == "train_loss":
-        ax.axvspan(0, burnin, color="#eeeeee", zorder=0)
+        ax.axvspan(0, schedule.burnin_steps, color="#eeeeee", zorder=0)
         for c in range(chains):
             steps, values = _smooth(trace["train_loss"][c], 10)
             if values.size:
@@ -189,7 +192,8 @@ def _panel(ax: Any, kind: str, result: Any, trace: Mapping[str, np.ndarray], ref
         for c in range(min(chains, dist.shape[0])):
             draws = np.flatnonzero(done[c] & np.isfinite(dist[c]))
             if draws.size:
-                ax.plot(burnin + (draws + 1) * every, dist[c][draws], lw=0.8, marker=".", ms=2)
+                steps = [schedule.draw_step(int(t)) for t in draws]
+                ax.plot(steps, dist[c][draws], lw=0.8, marker=".", ms=2)
 
 
 def _cka_map(cal: Calibration, folder: Path, plt: Any) -> tuple[Path, str, str]:

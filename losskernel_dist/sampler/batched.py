@@ -27,6 +27,7 @@ import torch
 from torch.func import grad_and_value, vmap
 from torch.utils.data import Dataset
 
+from ..config import BatchedEval, config_default
 from ..rng import minibatch_indices, noise_generator
 from .chain import ChainDiverged, ChainEvent, SGLDSettings
 from .data import EvalShards, fetch_batch
@@ -34,16 +35,14 @@ from .functional import FunctionalLoss, to_device
 from .host import host_array
 from .sgld import Params, fill_noise, sgld_update
 
-EVAL_MODES = ("vmap", "chains")
 
-
-def batched_eval_mode(setting: str, device: torch.device) -> str:
-    """The eval mode ``sampler.batched_eval`` names; 'auto' is vmap except on the CPU."""
-    if setting == "auto":
-        return "chains" if device.type == "cpu" else "vmap"
-    if setting not in EVAL_MODES:
-        raise ValueError(f"batched eval must be auto or one of {EVAL_MODES}, got {setting!r}")
-    return setting
+def batched_eval_mode(setting: BatchedEval | str, device: torch.device) -> BatchedEval:
+    """The eval mode ``sampler.batched_eval`` names on ``device``: 'auto' is vmap except
+    on the CPU (see the module doc)."""
+    mode = BatchedEval.parse(setting, "sampler.batched_eval")
+    if mode is BatchedEval.AUTO:
+        return BatchedEval.CHAINS if device.type == "cpu" else BatchedEval.VMAP
+    return mode
 
 
 def import_transform_machinery() -> None:
@@ -96,24 +95,25 @@ def run_chains_batched(
     anchor: Params | None = None,
     skip_draw: Callable[[int, int], bool] = lambda chain, draw: False,
     should_stop: Callable[[], bool] = lambda: False,
-    eval_mode: str = "vmap",
+    eval_mode: BatchedEval | str = config_default("sampler.batched_eval"),
 ) -> Iterator[ChainEvent]:
     """Advance ``chains`` together from ``start_step``; yields per-chain events.
 
     ``skip_draw(chain, t)`` says that chain's draw t is stored already. A draw
     point where every chain's draw is stored skips the eval pass (with
-    ``eval_mode="chains"``, so does each stored chain). If one chain diverges,
-    ChainDiverged names it; the caller restarts the others.
+    ``eval_mode="chains"``, so does each stored chain). ``eval_mode`` is a
+    ``sampler.batched_eval`` value ('auto' resolved by ``batched_eval_mode``).
+    If one chain diverges, ChainDiverged names it; the caller restarts the others.
     """
-    if eval_mode not in EVAL_MODES:
-        raise ValueError(f"eval_mode must be one of {EVAL_MODES}, got {eval_mode!r}")
     device = fl.device
+    eval_mode = batched_eval_mode(eval_mode, device)
     g = len(chains)
     anchor = anchor if anchor is not None else fl.initial_params()
     starts = start_params or [anchor] * g
     params = _stack([{k: v.to(device) for k, v in p.items()} for p in starts])
     centre = {k: v.to(device)[None] for k, v in anchor.items()}  # broadcasts over chains
-    total = settings.total_steps
+    schedule = settings.schedule
+    total = schedule.total_steps
     grad_fn = vmap(grad_and_value(fl.mean_loss))
     eval_fn = vmap(fl.eval_losses, in_dims=(0, None))
     n = len(train)
@@ -136,12 +136,10 @@ def run_chains_batched(
         )
         pending.append(loss.detach())
         taken = step + 1
-        draw = settings.draw_at(taken)
+        draw = schedule.draw_index(taken)
         keep = [draw is not None and not skip_draw(c, draw) for c in chains]
         stop = should_stop()
-        ckpt = stop or taken == total or (
-            settings.checkpoint_every > 0 and taken % settings.checkpoint_every == 0
-        )
+        ckpt = stop or schedule.is_checkpoint_step(taken)
         if not (any(keep) or ckpt):
             continue
         values = torch.stack(pending).float().cpu().numpy()  # [steps, chains]
@@ -160,7 +158,7 @@ def run_chains_batched(
         if any(keep):
             with torch.inference_mode():
                 # to the host for the writer: pinned and non-blocking on CUDA (sampler/host.py)
-                if eval_mode == "vmap":
+                if eval_mode is BatchedEval.VMAP:
                     losses = list(host_array(torch.cat([eval_fn(params, b) for b in shards], dim=1)))
                 else:
                     for i in np.flatnonzero(keep):

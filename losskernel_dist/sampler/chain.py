@@ -16,39 +16,31 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..config import config_default
 from ..rng import noise_generator
 from .data import EvalShards, minibatches
 from .functional import FunctionalLoss
 from .host import host_array
+from .schedule import StepSchedule
 from .sgld import Params, draw_noise, sgld_update
 
 
 @dataclass(frozen=True)
 class SGLDSettings:
-    """The sampler settings a chain needs (a view of the config's sampler section)."""
+    """The sampler settings a chain needs: the update rule, its minibatches, its schedule.
+
+    Defaults are the config's (``sampler.noise``, ``sampler.loader_workers``);
+    the rest has none, since a chain is always built from a config (or a test).
+    """
 
     lr: float
     nbeta: float
     localization: float
     seed: int
     batch_size: int
-    burnin_steps: int
-    steps_between_draws: int
-    draws: int
-    noise: bool = True
-    checkpoint_every: int = 0
-    loader_workers: int = 0
-
-    @property
-    def total_steps(self) -> int:
-        return self.burnin_steps + self.draws * self.steps_between_draws
-
-    def draw_at(self, steps_taken: int) -> int | None:
-        """Index of the draw kept after ``steps_taken`` steps, or None."""
-        after = steps_taken - self.burnin_steps
-        if after <= 0 or after % self.steps_between_draws:
-            return None
-        return after // self.steps_between_draws - 1
+    schedule: StepSchedule
+    noise: bool = config_default("sampler.noise")
+    loader_workers: int = config_default("sampler.loader_workers")
 
 
 @dataclass
@@ -132,7 +124,8 @@ def run_chain(
     device = fl.device
     anchor = anchor if anchor is not None else fl.initial_params()
     params = {k: v.to(device) for k, v in (start_params or anchor).items()}
-    total = settings.total_steps
+    schedule = settings.schedule
+    total = schedule.total_steps
     pending: list[torch.Tensor] = []
     pending_start = start_step
 
@@ -167,12 +160,10 @@ def run_chain(
         )
         pending.append(loss)
         taken = step + 1
-        draw = settings.draw_at(taken)
+        draw = schedule.draw_index(taken)
         keep = draw is not None and not skip_draw(draw)
         stop = should_stop()
-        ckpt = stop or taken == total or (
-            settings.checkpoint_every > 0 and taken % settings.checkpoint_every == 0
-        )
+        ckpt = stop or schedule.is_checkpoint_step(taken)
         if not (keep or ckpt):
             continue
         values, start = flush(taken)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch.func import functional_call
 
+from ..config import Autocast, config_default
 from ..task import LossFn, Task
 
 _PREFIX = "model."
@@ -38,16 +39,14 @@ class FunctionalLoss:
         task: Task,
         device: torch.device,
         *,
-        eval_autocast: str = "none",
-        channels_last: bool = False,
+        eval_autocast: Autocast | str = config_default("eval.autocast"),
+        channels_last: bool = config_default("eval.channels_last"),
     ) -> None:
         model = task.model.to(device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         model.eval()
-        if eval_autocast not in ("none", "bf16"):
-            raise ValueError(f"eval autocast must be 'none' or 'bf16', got {eval_autocast!r}")
-        self.eval_autocast = eval_autocast
+        self.eval_autocast = Autocast.parse(eval_autocast, "eval.autocast")
         self.module = _LossModule(model, task.loss)
         self.device = device
         # Parameters the user froze (requires_grad=False) and buffers stay in the module,
@@ -77,7 +76,7 @@ class FunctionalLoss:
 
     def eval_losses(self, params: Mapping[str, torch.Tensor], batch: Any) -> torch.Tensor:
         """Per-sample losses for the loss vector: optionally under bf16 autocast, as float32."""
-        if self.eval_autocast == "bf16":
+        if self.eval_autocast is Autocast.BF16:
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
                 return self.losses(params, batch).float()
         return self.losses(params, batch).float()

@@ -86,7 +86,7 @@ def test_standardized_draw_rows_match_the_store_kernel(tmp_path):
     for c in range(chains):
         store.write_draws(c, 0, x[c])
         store.mark_done(c, range(draws))
-    reduce_store(store, block_size=8)
+    reduce_store(store, block_size=8, dtype="float64")  # compared to 1e-12
     flat = x.reshape(-1, n).astype(np.float64)
     from_draws = compute_neighbours(StandardizedDrawRows(standardize(flat)), 5, 5, block=6)
     from_kernel = compute_neighbours(DenseRows(store.kernel_array("corr")), 5, 5)

@@ -12,6 +12,7 @@ from losskernel_dist.config import (
     dump_config,
     load_config,
 )
+from losskernel_dist.sampler.schedule import StepSchedule
 
 from ..conftest import linear_config
 
@@ -21,7 +22,7 @@ def test_valid_config_roundtrips(tmp_path):
     config = config_from_dict(data)
     again = config_from_dict(yaml.safe_load(dump_config(config)))
     assert again == config
-    assert config.sampler.total_steps == 10 + 20 * 1
+    assert StepSchedule.of(config.sampler).total_steps == 10 + 20 * 1
 
 
 @pytest.mark.parametrize(

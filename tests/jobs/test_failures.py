@@ -19,11 +19,12 @@ from losskernel_dist.cli import main as cli_main
 from losskernel_dist.config import config_from_dict
 from losskernel_dist.errors import StoreError
 from losskernel_dist.jobs.info import format_info, run_info
-from losskernel_dist.jobs.sample import draws_kept_by, sample, settings_from
+from losskernel_dist.jobs.sample import sample
 from losskernel_dist.jobs.submit import SubmitError, prepare
 from losskernel_dist.locks import ChainLocks, LockedError, lock_path
 from losskernel_dist.reduce.kernel import IncompleteRunError, reduce_store
 from losskernel_dist.rundir import RunDir
+from losskernel_dist.sampler.schedule import StepSchedule
 
 from ..dist_helpers import (
     REPO,
@@ -51,7 +52,7 @@ def test_nan_chain_is_reported_and_isolated_and_reduce_needs_allow_partial(tmp_p
     a = store_arrays(run)
     assert a["chain_status"].tolist() == [0, 1, 0]
     assert a["done"][[0, 2]].all()
-    kept = draws_kept_by(settings_from(config_from_dict(data)), fault)
+    kept = StepSchedule.of(config_from_dict(data).sampler).draws_kept_by(fault)
     assert a["done"][1].tolist() == [d < kept for d in range(12)]  # nothing done after the fault
     assert 0 < kept < 12 and np.isfinite(a["losses"][1, :kept]).all()
     info = run_info(run)

@@ -21,14 +21,9 @@ import torch
 from losskernel_dist.checkpoint import ChainState, chain_path, load_chain, restore, save_chain
 from losskernel_dist.cli import main as cli_main
 from losskernel_dist.config import config_from_dict
-from losskernel_dist.jobs.sample import (
-    RunDirError,
-    _covered,
-    draws_kept_by,
-    sample,
-    settings_from,
-)
+from losskernel_dist.jobs.sample import RunDirError, covered, sample
 from losskernel_dist.locks import holders
+from losskernel_dist.sampler.schedule import StepSchedule
 
 from ..dist_helpers import (
     REPO,
@@ -138,14 +133,15 @@ def test_restore_promotes_an_accepted_previous_state_and_cleans_up(tmp_path):
 
 
 def test_a_state_is_resumable_only_when_its_draws_are_done():
-    settings = settings_from(config_from_dict(run_config(Path("unused"))))  # burn-in 6, every 2
-    assert [draws_kept_by(settings, s) for s in (0, 5, 6, 7, 8, 9, 10, 30)] == \
+    schedule = StepSchedule.of(config_from_dict(run_config(Path("unused"))).sampler)
+    assert (schedule.burnin_steps, schedule.steps_between_draws) == (6, 2)
+    assert [schedule.draws_kept_by(s) for s in (0, 5, 6, 7, 8, 9, 10, 30)] == \
         [0, 0, 0, 0, 1, 1, 2, 12]
     done = np.zeros(12, bool)
-    assert _covered(settings, done, 6)
-    assert not _covered(settings, done, 8)
+    assert covered(schedule, done, 6)
+    assert not covered(schedule, done, 8)
     done[:2] = True
-    assert _covered(settings, done, 10) and not _covered(settings, done, 12)
+    assert covered(schedule, done, 10) and not covered(schedule, done, 12)
 
 
 # ---------------------------------------------------------------------------- kills and signals
@@ -245,11 +241,11 @@ def test_stop_signal_checkpoints_cleanly_and_exits_75(tmp_path, reference, sig, 
     assert f"stopped by {signal.Signals(sig).name} after checkpointing" in err
     assert not list((run / "locks").glob("*.lock"))
     # A clean stop leaves the chain's checkpoint exactly at its done draws.
-    settings = settings_from(config_from_dict(data))
+    schedule = StepSchedule.of(config_from_dict(data).sampler)
     state = load_chain(run / "checkpoints", 0)
     done = store_arrays(run)["done"][0]
-    assert state.step < settings.total_steps
-    assert done.tolist() == [d < draws_kept_by(settings, state.step) for d in range(12)]
+    assert state.step < schedule.total_steps
+    assert done.tolist() == [d < schedule.draws_kept_by(state.step) for d in range(12)]
     sample(config_from_dict(data), progress=False)
     _check_against(run, reference)
 

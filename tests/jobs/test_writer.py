@@ -19,15 +19,11 @@ import torch
 from losskernel_dist.checkpoint import load_chain
 from losskernel_dist.cli import main as cli_main
 from losskernel_dist.config import ConfigError, config_from_dict
-from losskernel_dist.jobs.sample import (
-    SamplingInterrupted,
-    draws_kept_by,
-    sample,
-    settings_from,
-)
+from losskernel_dist.jobs.sample import SamplingInterrupted, sample
 from losskernel_dist.jobs.writer import CommitQueue, WriterError
 from losskernel_dist.rundir import RunDir
 from losskernel_dist.sampler.host import host_array, host_tensors
+from losskernel_dist.sampler.schedule import StepSchedule
 from losskernel_dist.store import RunStore
 
 from ..dist_helpers import assert_same_arrays, run_config, store_arrays, write_yaml
@@ -237,7 +233,7 @@ def test_a_stop_signal_commits_everything_queued(tmp_path, monkeypatch):
         sample(config_from_dict(data), progress=False)
     done = store_arrays(run)["done"][0]
     state = load_chain(run / "checkpoints", 0)
-    kept = draws_kept_by(settings_from(config_from_dict(data)), state.step)
+    kept = StepSchedule.of(config_from_dict(data).sampler).draws_kept_by(state.step)
     assert done.tolist() == [d < kept for d in range(12)]
     assert sorted(written) == list(range(kept)) and kept >= 2
     monkeypatch.undo()

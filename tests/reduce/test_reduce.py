@@ -126,7 +126,7 @@ def test_reduce_refuses_incomplete_runs_unless_partial(tmp_path):
     store.group["done"][...] = done
     with pytest.raises(IncompleteRunError, match="2 of 10 draws not done"):
         reduce_store(store)
-    report = reduce_store(store, allow_partial=True)
+    report = reduce_store(store, allow_partial=True, dtype="float64")
     assert report.draws_used == 8 and report.partial
     assert store.attrs["reduce"]["excluded"]["not_done"] == [8, 9]
     np.testing.assert_allclose(store.kernel_array("cov")[...], np.cov(x[:8], rowvar=False),
@@ -138,7 +138,7 @@ def test_failed_chain_is_excluded_only_with_partial(tmp_path):
     store.mark_failed(1, "chain 1 diverged at step 3")
     with pytest.raises(IncompleteRunError, match=r"failed chains \[1\]"):
         reduce_store(store)
-    report = reduce_store(store, allow_partial=True)
+    report = reduce_store(store, allow_partial=True, dtype="float64")
     assert report.chains_used == [0, 2]
     keep = np.r_[0:4, 8:12]
     np.testing.assert_allclose(store.kernel_array("cov")[...], np.cov(x[keep], rowvar=False),
@@ -194,8 +194,8 @@ def test_torch_tiled_engine_equals_numpy(tmp_path, block):
     store.group["done"][...] = done
     keep = np.r_[0:14, 14:19]
     for cache in (0, 1 << 30):  # re-read blocks per tile, or keep them on the device
-        report = reduce_store_torch(store, block_size=block, device="cpu", allow_partial=True,
-                                    cache_bytes=cache)
+        report = reduce_store_torch(store, block_size=block, dtype="float64", device="cpu",
+                                    allow_partial=True, cache_bytes=cache)
         assert report.draws_used == 19 and store.attrs["reduce"]["engine"] == "torch:cpu"
         cov = np.cov(x[keep], rowvar=False)
         np.testing.assert_allclose(store.kernel_array("cov")[...], cov, rtol=1e-12, atol=1e-14)

@@ -41,7 +41,7 @@ def assert_same_up_to_ties(got_index, got_value, want_index, want_value, kernel,
 def test_streamed_neighbours_equal_the_dense_kernels_top_k(tmp_path, metric, block, exclude):
     store, _ = planted_store(tmp_path / "s.zarr", n=N, zero_var=(4, 17), duplicates=((9, 3),),
                              labels=LABELS)
-    reduce_store(store, block_size=16)
+    reduce_store(store, block_size=16, dtype="float64")  # compared to 1e-12
     kernel = np.asarray(store.kernel_array(metric)[...])
     want = compute_neighbours(DenseRows(kernel), 12, 5, LABELS, exclude_same_label=exclude,
                               block=N)
@@ -65,7 +65,7 @@ def test_streamed_neighbours_equal_the_dense_kernels_top_k(tmp_path, metric, blo
 def test_few_candidates_leave_missing_slots_like_the_dense_lists(tmp_path):
     labels = np.r_[np.zeros(20, int), np.ones(3, int)]  # 3 candidates for label-0 rows
     store, _ = planted_store(tmp_path / "s.zarr", n=23, labels=labels)
-    reduce_store(store, block_size=8)
+    reduce_store(store, block_size=8, dtype="float64")  # compared to 1e-12
     kernel = np.asarray(store.kernel_array("corr")[...])
     want = compute_neighbours(DenseRows(kernel), 5, 5, labels, exclude_same_label=True)
     reduce_neighbours(store, k=5, k_bottom=5, exclude_same_label=True, block_size=8,

@@ -13,6 +13,7 @@ from losskernel_dist.rng import minibatch_indices, noise_generator
 from losskernel_dist.sampler.chain import SGLDSettings, run_chain
 from losskernel_dist.sampler.data import EvalShards
 from losskernel_dist.sampler.functional import FunctionalLoss
+from losskernel_dist.sampler.schedule import StepSchedule
 from losskernel_dist.sampler.sgld import draw_noise, fill_noise, sgld_update
 from losskernel_dist.store import RunStore
 from losskernel_dist.tasks import linear
@@ -32,11 +33,10 @@ def test_update_is_the_formula():
     torch.testing.assert_close(out, expect, rtol=0, atol=1e-15)
 
 
-def _settings(**kw) -> SGLDSettings:
-    base = dict(lr=1e-2, nbeta=3.0, localization=0.0, seed=0, batch_size=10_000,
-                burnin_steps=0, steps_between_draws=1, draws=6, noise=False)
-    base.update(kw)
-    return SGLDSettings(**base)
+def _settings() -> SGLDSettings:
+    return SGLDSettings(lr=1e-2, nbeta=3.0, localization=0.0, seed=0, batch_size=10_000,
+                        schedule=StepSchedule(burnin_steps=0, draws=6, steps_between_draws=1),
+                        noise=False)
 
 
 def test_no_noise_no_localization_is_gradient_descent():
