@@ -18,15 +18,26 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..rundir import atomic_path  # noqa: E402
+
 DPI = 110
 MAX_LEGEND = 20
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path) -> Path:
+    """Write ``fig`` to ``path`` (format from its suffix) atomically, close it, return ``path``.
+
+    A reader (the report, a browser) never sees a half-written PNG, and a
+    crash leaves the figure of the previous analysis in place.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=DPI,
+                        bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -80,7 +91,7 @@ def scatter_2d(coords: np.ndarray, spec: dict, title: str, colour_title: str, pa
     ax.set_xticks([])
     ax.set_yticks([])
     _decorate(fig, ax, spec, colour_title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def scatter_3d(coords: np.ndarray, spec: dict, title: str, colour_title: str, path: Path) -> Path:
@@ -103,7 +114,7 @@ def scatter_3d(coords: np.ndarray, spec: dict, title: str, colour_title: str, pa
         fig.legend(handles=handles, title=colour_title, fontsize=7, loc="center right")
     if spec["colorbar"] is not None:
         fig.colorbar(spec["colorbar"], ax=fig.axes, shrink=0.6, label=colour_title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def kernel_picture(
@@ -140,7 +151,7 @@ def kernel_picture(
         ax2.set_xticks([])
         ax2.set_yticks([])
     fig.suptitle(caption, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def pc1_histogram(scores: np.ndarray, codes: np.ndarray, names: Sequence[str], auc: float | None,
@@ -154,7 +165,7 @@ def pc1_histogram(scores: np.ndarray, codes: np.ndarray, names: Sequence[str], a
     ax.set_ylabel("samples")
     ax.set_title("task separation" + (f": ROC-AUC {auc:.3f}" if auc is not None else ""), fontsize=10)
     ax.legend(fontsize=8, loc="upper right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def pair_histograms(dist: Mapping[str, Mapping[str, Any]], path: Path, what: str = "covariance K_ij"
@@ -175,7 +186,7 @@ def pair_histograms(dist: Mapping[str, Mapping[str, Any]], path: Path, what: str
     ax.set_ylabel("density (log scale)")
     ax.set_title("kernel values by pair type", fontsize=10)
     ax.legend(fontsize=7, loc="upper right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def cka_curve(s: Sequence[int], values: Sequence[float], draws: int, stride: int, path: Path) -> Path:
@@ -188,7 +199,7 @@ def cka_curve(s: Sequence[int], values: Sequence[float], draws: int, stride: int
     note = f"{draws} draws" + (f", every {stride}th draw per chain" if stride > 1 else "")
     ax.set_title(f"kernel convergence ({note})", fontsize=10)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def train_loss_traces(train_loss: np.ndarray, burnin: int, path: Path) -> Path:
@@ -205,7 +216,7 @@ def train_loss_traces(train_loss: np.ndarray, burnin: int, path: Path) -> Path:
     ax.set_title(f"chain health: training loss of {train_loss.shape[0]} chains", fontsize=10)
     if train_loss.shape[0] <= 12:
         ax.legend(fontsize=7, ncol=2, loc="upper right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def rhat_ess(rhat: np.ndarray, ess_bulk: np.ndarray, draws: int, path: Path) -> Path:
@@ -225,7 +236,7 @@ def rhat_ess(rhat: np.ndarray, ess_bulk: np.ndarray, draws: int, path: Path) -> 
     axes[1].set_xlabel("bulk effective sample size")
     axes[1].legend(fontsize=8, loc="upper right")
     fig.suptitle("mixing across chains (ArviZ)", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def lift_curves(curves: Mapping[int, Mapping[int, Mapping[str, Any]]], k: int, path: Path,
@@ -246,7 +257,7 @@ def lift_curves(curves: Mapping[int, Mapping[int, Mapping[str, Any]]], k: int, p
     ax.set_ylabel("lift (neighbour match rate / base rate)")
     ax.set_title(f"taxonomic lift, {k} nearest neighbours of another label", fontsize=10)
     ax.legend(fontsize=7, ncol=2, loc="upper right", title="query depth", title_fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def attribute_lifts(lifts: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
@@ -258,7 +269,7 @@ def attribute_lifts(lifts: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
     ax.axvline(1.0, color="k", lw=0.8, ls="--")
     ax.set_xlabel("lift (neighbour match rate / base rate)")
     ax.set_title("attribute lift among kernel neighbours", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def memorization(variance: np.ndarray, flag: np.ndarray, auc: float, name: str, path: Path) -> Path:
@@ -276,4 +287,4 @@ def memorization(variance: np.ndarray, flag: np.ndarray, auc: float, name: str, 
     ax.set_ylabel("samples")
     ax.set_title(f"memorization: ROC-AUC of K_ii for {name!r} = {auc:.3f}", fontsize=10)
     ax.legend(fontsize=8, loc="upper right")
-    return _save(fig, path)
+    return save_figure(fig, path)

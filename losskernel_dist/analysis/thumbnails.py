@@ -79,4 +79,4 @@ def thumbnail_grid(
                 spine.set_linewidth(1.5)
     fig.suptitle(f"reference (black), {k_top} most correlated (green), "
                  f"{k_bot} least correlated (red); captions: rho", fontsize=8)
-    return plots._save(fig, path)
+    return plots.save_figure(fig, path)

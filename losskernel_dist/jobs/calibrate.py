@@ -587,7 +587,7 @@ def report(config: Config, settings: Sequence[Setting], t0: float, log: Any = pr
     tmp = directory / f".{RESULT_NAME}.tmp"
     tmp.write_text(json.dumps(cal.as_dict(), indent=2))
     os.replace(tmp, directory / RESULT_NAME)
-    write_calibration_report(directory / REPORT_NAME, cal, traces, config)
+    write_calibration_report(directory / REPORT_NAME, cal.as_dict(), traces, config.run_dir.name)
     return cal
 
 

@@ -104,7 +104,7 @@ def development_figure(
                            loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle("UMAP of the loss kernel over training (same eval set and UMAP settings)",
                  fontsize=10)
-    return plots._save(fig, path)
+    return plots.save_figure(fig, path)
 
 
 def run_development(config: Config, progress: bool = True) -> dict[str, Any]:

@@ -59,7 +59,6 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from ..analysis.neighbours import select_top
 from ..config import ConfigError, NeighboursMetric, config_default
 from ..store import RunStore
 from .kernel import (
@@ -70,6 +69,7 @@ from .kernel import (
     record_report,
     select_rows,
 )
+from .select import select_top
 
 DENSE_ROWS = 256  # rows of a tile handled at once by the dense selection path
 BLOCK_KEY = "neighbours-block-"  # dask key prefix of the row-block tasks
