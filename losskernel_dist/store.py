@@ -268,6 +268,27 @@ class RunStore:
                     values, dtype=np.float32
                 )
 
+    def _attrs_lock(self) -> int:
+        """An flock'ed file next to the store, for read-modify-write of the group attrs."""
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd
+
+    def record_numerics(self, description: str) -> str:
+        """Record how this run's draws are computed (``fingerprint.numerics_description``)
+        unless a sampler already did; the recorded description (compare it with yours)."""
+        fd = self._attrs_lock()
+        try:
+            fresh = zarr.open_group(str(self.path), mode="r+", zarr_format=3)
+            stored = fresh.attrs.get("numerics")
+            if stored is None:
+                fresh.attrs["numerics"] = description
+                stored = description
+            self.group = fresh
+            return str(stored)
+        finally:
+            os.close(fd)
+
     def mark_failed(self, chain: int, message: str) -> None:
         """Flag a chain failed and record why.
 
@@ -276,9 +297,8 @@ class RunStore:
         ``chain_errors`` under an flock (a file next to the store).
         """
         self.group["chain_status"][chain] = STATUS_FAILED
-        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_CREAT | os.O_RDWR, 0o644)
+        fd = self._attrs_lock()
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             fresh = zarr.open_group(str(self.path), mode="r+", zarr_format=3)
             errors = dict(fresh.attrs.get("chain_errors", {}))
             errors[str(chain)] = message

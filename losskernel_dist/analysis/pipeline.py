@@ -56,12 +56,9 @@ def analyze_run(run_dir: Path) -> dict:
     metrics = collect(run, analyses, found)
     metrics["seconds"] = round(time.perf_counter() - t0, 2)
     metrics["step_seconds"] = seconds
+    metrics["report_sections"] = [[entry.report, entry.title] for entry in analyses]
     metrics = jsonable(metrics)
     write_metrics(RunDir(run.run_dir).metrics_file, metrics)
-    from ..report.html import write_report
-
-    write_report(RunDir(run.run_dir).report_file, metrics, run.config_dict, run.folder,
-                 parts=[(entry.report, entry.title) for entry in analyses])
     return metrics
 
 

@@ -274,10 +274,11 @@ def prepare_pilots(config: Config, settings: Sequence[Setting]) -> None:
     runs. The losses at w* do not depend on the setting, so they are measured
     once and written into every new pilot.
     """
+    from ..rundir import prepare_run
     from ..sampler.data import EvalShards
     from ..sampler.functional import FunctionalLoss
     from ..task import load_task
-    from .sample import prepare_run, task_fingerprints
+    from .sample import task_fingerprints
 
     if config.sampler.threads:
         import torch

@@ -74,10 +74,16 @@ def reduce_run_dir(
 
 
 def analyze_run_dir(run_dir: str | Path) -> dict[str, Any]:
-    """Analyse a reduced run (``losskernel analyze``): metrics, figures and the report."""
+    """Analyse a reduced run (``losskernel analyze``): metrics and figures (the analysis
+    layer), then the HTML report of them (the report layer, above it)."""
     from ..analysis.pipeline import analyze_run
+    from ..report.html import write_report
 
-    return analyze_run(Path(run_dir))
+    run = RunDir(Path(run_dir))
+    metrics = analyze_run(run.path)
+    write_report(run.report_file, metrics, run.read_config_dict(), run.analysis,
+                 parts=[tuple(part) for part in metrics.get("report_sections", [])])
+    return metrics
 
 
 def is_reduced(run: RunDir) -> bool:

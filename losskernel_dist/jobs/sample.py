@@ -45,7 +45,14 @@ from ..checkpoint import ChainState, restore, save_chain
 from ..config import Config, ConfigError, draw_keys
 from ..distributed import Placement, ProcessGroup, chains_for, placement_from_env, select_device
 from ..errors import RunDirError
-from ..fingerprint import batches_fingerprint, dict_fingerprint, model_fingerprint
+from ..fingerprint import (
+    batches_fingerprint,
+    dataset_fingerprint,
+    dict_fingerprint,
+    model_fingerprint,
+    numerics_description,
+    samples_fingerprint,
+)
 from ..guards.measure import ensure_reference
 from ..locks import ChainLocks
 from ..rundir import RunDir, check_existing_run, prepare_run
@@ -222,9 +229,57 @@ def settings_from(config: Config) -> SGLDSettings:
     )
 
 
-def task_fingerprints(task: Task, shards: EvalShards) -> dict[str, str]:
-    """What a run is tied to besides its config: the trained weights and the eval set."""
-    return {"model": model_fingerprint(task.model), "eval_set": batches_fingerprint(shards)}
+def task_fingerprints(task: Task, shards: EvalShards, run_dir: Path | None = None
+                      ) -> dict[str, str]:
+    """What a run is tied to besides its config: the trained weights, the eval samples
+    (by content, whatever eval.batch_size) and the training set.
+
+    Runs made before the content fingerprints recorded ``eval_set`` (a hash of the
+    shards, so tied to eval.batch_size): for such a run in ``run_dir`` it is computed
+    too, so that the run is still checked and resumes with its old checkpoints.
+    """
+    prints = {"model": model_fingerprint(task.model), "eval_samples": samples_fingerprint(shards),
+              "train_set": dataset_fingerprint(task.train)}
+    run = RunDir(run_dir) if run_dir is not None else None
+    if run is not None and run.has_store() and "eval_set" in run.open_store().fingerprints:
+        prints["eval_set"] = batches_fingerprint(shards)
+    return prints
+
+
+def checkpoint_key(config: Config, store: RunStore, fingerprints: dict[str, str]) -> str:
+    """The key a chain checkpoint must carry to be resumed from: the draw-changing config
+    and the fingerprints the run was created with (so older runs keep their checkpoints)."""
+    kept = {k: fingerprints[k] for k in sorted(store.fingerprints) if k in fingerprints}
+    return dict_fingerprint({**draw_keys(config), **kept})
+
+
+def check_numerics(store: RunStore, device: torch.device, config: Config) -> None:
+    """Refuse to add draws computed with other numerics (threads, device, torch) than the
+    run's: the last bits of every draw would differ from an uninterrupted run's."""
+    threads = torch.get_num_threads()
+    mode = batched_eval_mode(config.sampler.batched_eval, device)
+    mine = numerics_description(device, threads, config.sampler.chains_per_batch, mode,
+                                config.eval.batch_size)
+    stored = store.record_numerics(mine)
+    if stored == mine:
+        return
+    old = dict(p.split("=", 1) for p in stored.split())
+    new = dict(p.split("=", 1) for p in mine.split())
+    diff = ", ".join(f"{k} {old.get(k)} -> {new.get(k)}" for k in sorted(set(old) | set(new))
+                     if old.get(k) != new.get(k))
+    settable = {"threads": "sampler.threads", "eval_batch_size": "eval.batch_size",
+                "chains_per_batch": "sampler.chains_per_batch",
+                "batched_eval": "sampler.batched_eval"}
+    fixes = [f"{settable[k]}={old[k]}" for k in settable
+             if k in old and old.get(k) != new.get(k)]
+    same_machine = all(old.get(k) == new.get(k) for k in ("device", "torch"))
+    hint = (f"set {' '.join(fixes)} to resume it bitwise" if fixes and same_machine else
+            "resume it where it was sampled (same device and torch), or sample into a new "
+            "output")
+    raise RunDirError(
+        f"run {str(config.run_dir)!r} was sampled with other numerics ({diff}); its draws "
+        f"would not be bitwise those of one run: {hint}"
+    )
 
 
 def _open_created_store(run_dir: Path, wait_s: float = 60.0) -> RunStore:
@@ -317,7 +372,7 @@ def _sample(
                         channels_last=config.eval.channels_last)
     shards = EvalShards(task.eval, config.eval.batch_size, device, cache=config.eval.cache,
                         channels_last=config.eval.channels_last)
-    fingerprints = task_fingerprints(task, shards)
+    fingerprints = task_fingerprints(task, shards, config.run_dir)
     if config.sampler.chains_per_batch > 1:
         import_transform_machinery()
     mine = chains if chains is not None else chains_for(
@@ -333,6 +388,7 @@ def _sample(
             prepare_run(config, task, fingerprints)
         group.barrier()
         store = _open_created_store(config.run_dir)
+        check_numerics(store, device, config)
         if store.shape[2] != task.n_eval:
             raise RunDirError(
                 f"store has N={store.shape[2]} samples but the task has {task.n_eval}"
@@ -363,7 +419,7 @@ def _run_chains(
     """Run (or resume, or skip) each chain of ``mine`` in turn; see the module doc."""
     report = SampleReport(chains=mine)
     settings = settings_from(config)
-    ckpt_key = dict_fingerprint({**draw_keys(config), **fingerprints})
+    ckpt_key = checkpoint_key(config, store, fingerprints)
     anchor = fl.initial_params()
     done = recover_lost_draws(store, mine)
     status = store.chain_status()

@@ -158,7 +158,7 @@ def prepare(config: Config) -> bool:
     task = load_task(config.task.target, config.task.args)
     # Streamed, not cached: the login node need not hold the whole eval set.
     shards = EvalShards(task.eval, config.eval.batch_size, torch.device("cpu"), cache=False)
-    return prepare_run(config, task, task_fingerprints(task, shards))
+    return prepare_run(config, task, task_fingerprints(task, shards, config.run_dir))
 
 
 def make_executor(config: Config, folder: Path, *, reduce: bool = False) -> submitit.AutoExecutor:

@@ -151,7 +151,7 @@ def render(metrics: Mapping[str, Any], config: Mapping[str, Any], folder: Path,
     for key, title, body in shown:
         out.append(f'<section id="{key}"><h2>{escape(title)}</h2>{body}</section>')
     out.append(details("all numbers (metrics.json)",
-                       {k: v for k, v in metrics.items() if k != "figures"}))
+                       {k: v for k, v in metrics.items() if k not in ("figures", "report_sections")}))
     out.append(PAGE_END)
     return "\n".join(out)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from losskernel_dist.analysis.pipeline import analyze_run
+from losskernel_dist.jobs.run import analyze_run_dir as analyze_run
 from losskernel_dist.rundir import RunDir
 
 from ..analysis_helpers import planted_run, two_task_draws

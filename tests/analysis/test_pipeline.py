@@ -12,9 +12,9 @@ import pytest
 from losskernel_dist.analysis.compare import CompareError, compare_runs
 from losskernel_dist.analysis.kernelio import DenseRows
 from losskernel_dist.analysis.neighbours import compute_neighbours
-from losskernel_dist.analysis.pipeline import analyze_run
 from losskernel_dist.cli import main
 from losskernel_dist.config import ConfigError
+from losskernel_dist.jobs.run import analyze_run_dir as analyze_run
 from losskernel_dist.store import RunStore, StoreError
 
 from ..analysis_helpers import planted_run, two_task_draws

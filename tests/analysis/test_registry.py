@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from losskernel_dist.analysis import plots
-from losskernel_dist.analysis.pipeline import analyze_run
 from losskernel_dist.analysis.registry import (
     Analysis,
     analysis,
@@ -23,6 +22,7 @@ from losskernel_dist.analysis.registry import (
 from losskernel_dist.analysis.rundata import input_names
 from losskernel_dist.analysis.section import Section
 from losskernel_dist.analysis.sections.neighbours import NeighboursSection
+from losskernel_dist.jobs.run import analyze_run_dir as analyze_run
 from losskernel_dist.rundir import RunDir
 
 from ..analysis_helpers import planted_run, two_task_draws

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from losskernel_dist.analysis.pipeline import analyze_run
 from losskernel_dist.cli import main
 from losskernel_dist.config import GuardsConfig, config_from_dict
 from losskernel_dist.guards.judge import check_arrays, check_run
 from losskernel_dist.guards.measure import measure_reference
+from losskernel_dist.jobs.run import analyze_run_dir as analyze_run
 from losskernel_dist.jobs.sample import sample
 from losskernel_dist.rng import minibatch_indices
 from losskernel_dist.sampler.batched import run_chains_batched
