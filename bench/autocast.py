@@ -33,7 +33,7 @@ from _util import machine, table  # noqa: E402
 from losskernel_dist.analysis.cka import cka  # noqa: E402
 from losskernel_dist.config import config_from_dict  # noqa: E402
 from losskernel_dist.jobs.sample import sample  # noqa: E402
-from losskernel_dist.reduce.kernel import reduce_store  # noqa: E402
+from losskernel_dist.reduction.kernel import reduce_store  # noqa: E402
 from losskernel_dist.sampler.data import EvalShards  # noqa: E402
 from losskernel_dist.sampler.functional import FunctionalLoss  # noqa: E402
 from losskernel_dist.store import RunStore  # noqa: E402

@@ -40,7 +40,7 @@ from torch.func import functional_call, grad_and_value, vmap
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import machine, run_measured, table  # noqa: E402
 
-from losskernel_dist.reduce.kernel import transposed  # noqa: E402
+from losskernel_dist.reduction.kernel import transposed  # noqa: E402
 from losskernel_dist.rng import minibatch_indices  # noqa: E402
 from losskernel_dist.sampler.batched import _stack, stack_batches  # noqa: E402
 from losskernel_dist.sampler.data import EvalShards, fetch_batch  # noqa: E402
@@ -191,7 +191,7 @@ def reduce_tile(block: int, m: int, root: Path) -> list[dict]:
     inv_sd = rng.random(2 * block)
     cov = left.T @ right
 
-    def scale():  # as reduce/kernel.py's _write_tile does for float32 outputs
+    def scale():  # as reduction/kernel.py's _write_tile does for float32 outputs
         c = np.empty(cov.shape, np.float32)
         np.divide(cov, m - 1, out=c, casting="same_kind")
         sd32 = inv_sd.astype(np.float32)
@@ -222,7 +222,7 @@ def reduce_tile(block: int, m: int, root: Path) -> list[dict]:
         rows.append({"part": "reduce_tile", "what": f"transpose copy, {dtype}, numpy",
                      "ms": best_ms(lambda t=tile: np.ascontiguousarray(t.T), 3)})
         rows.append({"part": "reduce_tile", "what": f"transpose copy, {dtype}, in strips "
-                     "(reduce/kernel.py)", "ms": best_ms(lambda t=tile: transposed(t), 3)})
+                     "(reduction/kernel.py)", "ms": best_ms(lambda t=tile: transposed(t), 3)})
         rows.append({"part": "reduce_tile", "what": f"write transposed copy, {dtype}, as "
                      "the store writes it", "ms": best_ms(lambda a=arr, t=tile: a.__setitem__(
                          (slice(block, None), slice(0, block)), transposed(t)), 3)})

@@ -181,7 +181,7 @@ OURS = """
 import json, os, sys, time
 import numpy as np
 from losskernel_dist.config import load_config
-from losskernel_dist.reduce.dispatch import reduce_with_config
+from losskernel_dist.reduction.dispatch import reduce_with_config
 from losskernel_dist.jobs.sample import sample
 from losskernel_dist.store import RunStore
 config = load_config(sys.argv[1], sys.argv[3:])

@@ -7,7 +7,7 @@ writes covariance and correlation tile by tile. Reported: time, throughput
 out-of-core case whose dense kernel would not fit in this machine's memory.
 
 With ``--topk-n N`` also the neighbours-only reduce (reduce.kernel: neighbours,
-reduce/topk.py) at that N: every row against every column, M N^2 multiply-adds
+reduction/topk.py) at that N: every row against every column, M N^2 multiply-adds
 plus the running top-k selection, writing only N x k lists; its time, rate, peak
 RSS and the projection of its time to N = 1,000,000 at the measured rate
 (``--only-topk`` skips the dense cases).
@@ -56,7 +56,7 @@ RESULT = {"seconds": seconds, "check": float(k[0, 1])}
 OURS = """
 import json, sys, time
 from losskernel_dist.store import RunStore
-from losskernel_dist.reduce.kernel import reduce_store
+from losskernel_dist.reduction.kernel import reduce_store
 store = RunStore.open(sys.argv[1], mode="r+")
 t0 = time.perf_counter()
 reduce_store(store, block_size=int(sys.argv[2]), dtype=sys.argv[3])
@@ -68,7 +68,7 @@ RESULT = {"seconds": seconds, "check": float(store.kernel_array("cov")[0, 1])}
 TOPK = """
 import json, sys, time
 from losskernel_dist.store import RunStore
-from losskernel_dist.reduce.topk import reduce_neighbours
+from losskernel_dist.reduction.topk import reduce_neighbours
 store = RunStore.open(sys.argv[1], mode="r+")
 t0 = time.perf_counter()
 report = reduce_neighbours(store, k=int(sys.argv[3]), k_bottom=int(sys.argv[4]),

@@ -15,8 +15,6 @@ store/reduce/analysis work, which never touches a model, does not pay for torch.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
 __all__ = [
@@ -52,23 +50,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-class _Package(types.ModuleType):
-    """This package's module type: an API name is never shadowed by a submodule.
-
-    Importing a submodule sets it as an attribute of its parent, so the first
-    import of the subpackage ``losskernel_dist.reduce`` (by any reduce) would
-    turn ``lk.reduce`` from the API function into that subpackage. Such a
-    setattr is dropped here, and ``__getattr__`` keeps answering the API name;
-    the subpackage stays importable by its full name (``import_module``,
-    ``from losskernel_dist.reduce.kernel import ...``).
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _WHERE and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

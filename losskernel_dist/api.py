@@ -116,7 +116,7 @@ class Run:
         import dask.array as da
         import xarray as xr
 
-        from .reduce.usable import usable_draws
+        from .reduction.usable import usable_draws
 
         store = self._store()
         usable = usable_draws(store)

@@ -13,7 +13,7 @@ Layout (docs/interface.md):
     labels        int64   (sample,)               eval labels, when the task has them
     attributes/*          (sample,)               per-sample attributes of the task
     kernel/mean, kernel/var (sample,), kernel/cov, kernel/corr (sample_i, sample_j)
-    neighbours/*                                  streamed top-k lists (reduce/topk.py)
+    neighbours/*                                  streamed top-k lists (reduction/topk.py)
 
 Every array is created, full size, when the run starts: nothing is appended.
 A chunk of ``losses`` holds a few draws of one chain over a block of samples,
@@ -527,7 +527,7 @@ class RunStore:
         return out
 
     # ------------------------------------------------------------------ streamed neighbours
-    # Written by the neighbours reduce (reduce/topk.py) one row block at a time, for runs
+    # Written by the neighbours reduce (reduction/topk.py) one row block at a time, for runs
     # whose N x N kernel is too large to store:
     #
     #   neighbours/top_index     int64   (sample, k)          -1 where fewer candidates exist

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from losskernel_dist.reduce.kernel import reduce_store
+from losskernel_dist.reduction.kernel import reduce_store
 from losskernel_dist.rundir import RunDir
 from losskernel_dist.store import RunStore
 

@@ -147,7 +147,7 @@ def store_arrays(run_dir: Path) -> dict[str, np.ndarray]:
 def reduce_as_configured(run_dir: Path) -> None:
     """Reduce a run the way 'losskernel reduce' and the submitted reduce job do (its config)."""
     from losskernel_dist.config import config_from_dict
-    from losskernel_dist.reduce.dispatch import reduce_with_config
+    from losskernel_dist.reduction.dispatch import reduce_with_config
     from losskernel_dist.rundir import RunDir
 
     config = config_from_dict(RunDir(run_dir).read_config_dict())

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..reduce.usable import usable_draws
+from ..reduction.usable import usable_draws
 from ..store import RunStore
 
 BLOCK_BYTES = 32 * 1024 * 1024  # float64 working block of kernel rows

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..reduce.select import select_top
+from ..reduction.select import select_top
 from .kernelio import RowSource
 
 

@@ -56,7 +56,7 @@ from ..distributed import Placement, ProcessGroup, placement_from_env, select_de
 from ..errors import CalibrationError
 from ..guards.judge import GuardReport, check_run
 from ..guards.measure import measure_reference
-from ..reduce.usable import usable_draws
+from ..reduction.usable import usable_draws
 from ..rundir import RunDir
 from ..sampler.schedule import StepSchedule
 from ..store import STATUS_OK, RunStore
@@ -377,7 +377,7 @@ def split_half_cka(store: RunStore) -> tuple[float | None, tuple[int, int]]:
 def evaluate_setting(config: Config, setting: Setting) -> tuple[SettingResult, GuardReport,
                                                                   dict[str, np.ndarray]]:
     """Measure one setting from its pilot store (see the module doc); also returns traces."""
-    from ..reduce.dispatch import reduce_with_config
+    from ..reduction.dispatch import reduce_with_config
     from ..rundir import RunDir
 
     pilot = pilot_config(config, setting)

@@ -65,12 +65,21 @@ def reduce_run_dir(
     reduce_overrides: dict[str, Any] | None = None,
 ):
     """Reduce a sampled run with the settings of its own config (``losskernel reduce``)."""
-    from ..reduce.dispatch import reduce_with_config
+    from ..reduction.dispatch import reduce_with_config
 
     run = RunDir(Path(run_dir))
     config = reduce_config(run, reduce_overrides)
-    return reduce_with_config(run.open_store(mode="r+"), config,
-                              allow_partial=allow_partial, progress=progress)
+    report = reduce_with_config(run.open_store(mode="r+"), config,
+                                allow_partial=allow_partial, progress=progress)
+    drop_stale_analysis(run)
+    return report
+
+
+def drop_stale_analysis(run: RunDir) -> None:
+    """Remove the metrics and report of an earlier kernel after a new reduce, so that
+    nothing (``info``, ``Run.metrics``, a browser) shows numbers of another kernel."""
+    run.metrics_file.unlink(missing_ok=True)
+    run.report_file.unlink(missing_ok=True)
 
 
 def analyze_run_dir(run_dir: str | Path) -> dict[str, Any]:
@@ -123,11 +132,11 @@ def run_sequence(
         return outcome
     outcome.warnings = guard_rails(config, run.open_store(), prefix=warning_prefix)
     if not reduced:
-        from ..reduce.dispatch import reduce_with_config
+        from ..reduction.dispatch import reduce_with_config
 
         outcome.reduce = reduce_with_config(run.open_store(mode="r+"), config,
                                             progress=progress)
-        run.metrics_file.unlink(missing_ok=True)  # the analysis of an earlier kernel
+        drop_stale_analysis(run)
     if not config.analysis.enabled:
         return outcome
     if keep_finished and run.metrics_file.exists():

@@ -9,6 +9,7 @@ setting's split-half CKA with its verdict. Each setting is a plain dict as
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,8 @@ def trace_figures(calibration: Mapping[str, Any], traces: Sequence[Mapping[str, 
     """
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "IPython" not in sys.modules:  # a notebook keeps its inline backend
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     results = calibration["settings"]

@@ -13,7 +13,7 @@ from losskernel_dist.analysis.convergence import (
     train_loss_health,
 )
 from losskernel_dist.analysis.kernelio import DrawReader
-from losskernel_dist.reduce.kernel import reduce_store
+from losskernel_dist.reduction.kernel import reduce_store
 from losskernel_dist.store import RunStore
 
 

@@ -22,7 +22,7 @@ from losskernel_dist.analysis.groups import (
 from losskernel_dist.analysis.kernelio import DenseRows
 from losskernel_dist.analysis.memorization import memorization
 from losskernel_dist.analysis.neighbours import compute_neighbours
-from losskernel_dist.reduce.kernel import reduce_store
+from losskernel_dist.reduction.kernel import reduce_store
 from losskernel_dist.store import RunStore
 
 

@@ -7,8 +7,8 @@ import pytest
 
 from losskernel_dist.analysis.kernelio import DenseRows, StandardizedDrawRows, standardize
 from losskernel_dist.analysis.neighbours import compute_neighbours
-from losskernel_dist.reduce.kernel import reduce_store
-from losskernel_dist.reduce.select import select_top
+from losskernel_dist.reduction.kernel import reduce_store
+from losskernel_dist.reduction.select import select_top
 from losskernel_dist.store import RunStore
 
 

@@ -200,7 +200,7 @@ def test_cli_analyze_prints_the_summary_and_a_rerun_replaces_it(tmp_path, capsys
 
 
 def test_analyze_a_partial_run_uses_only_usable_draws(tmp_path):
-    from losskernel_dist.reduce.kernel import reduce_store
+    from losskernel_dist.reduction.kernel import reduce_store
 
     run = tmp_path / "run"
     store = planted_run(run, two_task_draws(10, 10, chains=3, draws=20),

@@ -20,7 +20,7 @@ passed in, or the thing moves down). Each rank, and why:
    writes), ``checkpoint_meta`` and ``checkpoint`` (chain state for resume).
 6. ``guards``: the losses at w* (measure: sampler + store) and the verdict on
    stored chains (judge: store only), which the jobs and the analysis use.
-7. ``reduce``: blockwise moments, kernel and neighbour lists from the store.
+7. ``reduction``: blockwise moments, kernel and neighbour lists from the store.
 8. ``analysis``: metrics and figures from the reduced store.
 9. ``report``: the HTML pages over the analysis.
 10. ``jobs``: sample, run, calibrate, develop, submit, info: the sequences
@@ -59,7 +59,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("store", ("store",)),
     ("run directory", ("rundir", "checkpoint_meta", "checkpoint")),
     ("guards", ("guards", "guards.*")),
-    ("reduce", ("reduce", "reduce.*")),
+    ("reduction", ("reduction", "reduction.*")),
     ("analysis", ("analysis", "analysis.*")),
     ("report", ("report", "report.*")),
     ("jobs", ("jobs", "jobs.*")),

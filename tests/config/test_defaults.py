@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from losskernel_dist.config import Config, config_default
-from losskernel_dist.reduce.kernel import reduce_store
-from losskernel_dist.reduce.tiled import reduce_store_torch
-from losskernel_dist.reduce.topk import reduce_neighbours
+from losskernel_dist.reduction.kernel import reduce_store
+from losskernel_dist.reduction.tiled import reduce_store_torch
+from losskernel_dist.reduction.topk import reduce_neighbours
 from losskernel_dist.sampler.batched import run_chains_batched
 from losskernel_dist.sampler.chain import SGLDSettings
 from losskernel_dist.sampler.data import EvalShards, minibatches

@@ -23,7 +23,7 @@ from losskernel_dist.cli import main as cli_main
 from losskernel_dist.config import config_from_dict
 from losskernel_dist.errors import StoreError
 from losskernel_dist.jobs.sample import sample
-from losskernel_dist.reduce.kernel import reduce_store
+from losskernel_dist.reduction.kernel import reduce_store
 from losskernel_dist.rundir import RunDir
 
 from ..dist_helpers import (

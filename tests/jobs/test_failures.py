@@ -22,7 +22,7 @@ from losskernel_dist.jobs.info import format_info, run_info
 from losskernel_dist.jobs.sample import sample
 from losskernel_dist.jobs.submit import SubmitError, prepare
 from losskernel_dist.locks import ChainLocks, LockedError, lock_path
-from losskernel_dist.reduce.kernel import IncompleteRunError, reduce_store
+from losskernel_dist.reduction.kernel import IncompleteRunError, reduce_store
 from losskernel_dist.rundir import RunDir
 from losskernel_dist.sampler.schedule import StepSchedule
 

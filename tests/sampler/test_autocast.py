@@ -14,7 +14,7 @@ import numpy as np
 from losskernel_dist.analysis.cka import cka
 from losskernel_dist.config import config_from_dict
 from losskernel_dist.jobs.sample import sample
-from losskernel_dist.reduce.kernel import reduce_store
+from losskernel_dist.reduction.kernel import reduce_store
 from losskernel_dist.store import RunStore
 
 from ..conftest import linear_config

@@ -11,7 +11,7 @@ import pytest
 
 from losskernel_dist.config import config_from_dict
 from losskernel_dist.jobs.sample import sample
-from losskernel_dist.reduce.kernel import reduce_store
+from losskernel_dist.reduction.kernel import reduce_store
 from losskernel_dist.store import RunStore
 from losskernel_dist.tasks import linear
 

@@ -2,7 +2,7 @@
 
 With the dense kernel the lists are computed block by block (neighbours.py)
 and stored in the run. A run reduced with ``reduce.kernel: neighbours`` has
-only the lists the reduce streamed from the draws (reduce/topk.py): they are
+only the lists the reduce streamed from the draws (reduction/topk.py): they are
 used as written (their k, bottom-k and same-label exclusion), and the section
 says where they differ from what the analysis config asks. Lists ranked by
 covariance (``reduce.neighbours_metric: cov``) cannot stand in for correlation

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from losskernel_dist.reduce.kernel import IncompleteRunError, reduce_store
+from losskernel_dist.reduction.kernel import IncompleteRunError, reduce_store
 from losskernel_dist.store import RunStore
 
 from ..memory_helpers import run_with_peak_rss
@@ -87,9 +87,9 @@ def test_float32_correlation_of_tiny_variances_is_scaled_in_float64(tmp_path):
 
 def test_every_engine_and_reduce_centres_with_the_same_bits(tmp_path):
     """Pass-1 statistics over several stored chunks: dense (cached or not), torch, neighbours."""
-    from losskernel_dist.reduce.kernel import centred_draws, select_rows
-    from losskernel_dist.reduce.tiled import reduce_store_torch
-    from losskernel_dist.reduce.topk import reduce_neighbours
+    from losskernel_dist.reduction.kernel import centred_draws, select_rows
+    from losskernel_dist.reduction.tiled import reduce_store_torch
+    from losskernel_dist.reduction.topk import reduce_neighbours
     from losskernel_dist.store import SAMPLE_CHUNK
 
     n = SAMPLE_CHUNK + 513  # a second chunk, with one 1-column statistics slice at its end
@@ -110,7 +110,7 @@ def test_every_engine_and_reduce_centres_with_the_same_bits(tmp_path):
 
 
 def test_transposed_copy_equals_numpy_transpose():
-    from losskernel_dist.reduce.kernel import transposed
+    from losskernel_dist.reduction.kernel import transposed
 
     a = np.random.default_rng(0).normal(size=(130, 67)).astype(np.float32)
     for strip in (1, 64, 200):
@@ -153,7 +153,7 @@ def test_peak_memory_is_bounded_by_the_block_not_n_squared(tmp_path):
         import json, sys
         import numpy as np
         from losskernel_dist.store import RunStore
-        from losskernel_dist.reduce.kernel import reduce_store, peak_memory_bytes
+        from losskernel_dist.reduction.kernel import reduce_store, peak_memory_bytes
         path = sys.argv[1]
         rng = np.random.default_rng(0)
         store = RunStore.create(path, chains={chains}, draws={draws}, n={n}, total_steps={draws},
@@ -186,7 +186,7 @@ def test_peak_memory_is_bounded_by_the_block_not_n_squared(tmp_path):
 
 @pytest.mark.parametrize("block", [4, 23, 50])
 def test_torch_tiled_engine_equals_numpy(tmp_path, block):
-    from losskernel_dist.reduce.tiled import reduce_store_torch
+    from losskernel_dist.reduction.tiled import reduce_store_torch
 
     store, x = planted_store(tmp_path / "s.zarr", zero_var=(3,))
     done = store.done()
@@ -206,7 +206,7 @@ def test_torch_tiled_engine_equals_numpy(tmp_path, block):
 
 
 def test_fewer_than_two_usable_draws_is_an_error_for_both_engines(tmp_path):
-    from losskernel_dist.reduce.tiled import reduce_store_torch
+    from losskernel_dist.reduction.tiled import reduce_store_torch
 
     store, _ = planted_store(tmp_path / "s.zarr", chains=2, draws=3, n=4)
     done = np.zeros((2, 3), bool)

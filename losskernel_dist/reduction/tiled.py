@@ -1,7 +1,7 @@
 """The kernel as a tiled float64 product with torch, for a GPU (or any torch device).
 
 Same estimators, row selection and output arrays as the dask path
-(``reduce/kernel.py``), and the same pass 1 (mean and variance, on the host, to
+(``reduction/kernel.py``), and the same pass 1 (mean and variance, on the host, to
 the same bits); the difference is where the product runs. Column blocks
 of the centred draw matrix are moved to the device once when they fit in
 ``cache_bytes`` (otherwise re-read per tile), each upper-triangle tile is one
@@ -10,7 +10,7 @@ neither host nor device ever holds N x N.
 
 Device memory: the cached centred draws (M x N x 8 bytes, or two blocks when not
 cached) plus two B x B float64 tiles. Host memory: pass 1's per-thread blocks
-(reduce/kernel.py), one column block and two B x B tiles in transit.
+(reduction/kernel.py), one column block and two B x B tiles in transit.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def reduce_store_torch(
     starts = list(range(0, n, block))
     out = store.create_kernel(n, block, KernelDtype.parse(dtype, "reduce.dtype").value)
 
-    # pass 1 on the host, as the dask engine does it (same bits: reduce/kernel.py)
+    # pass 1 on the host, as the dask engine does it (same bits: reduction/kernel.py)
     draws = centred_draws(store, rows, os.cpu_count() or 1)
     out["mean"][:] = draws.mean
     out["var"][:] = draws.var

@@ -2,7 +2,7 @@
 
 Both neighbour computations use it: the analysis' blockwise lists over the
 dense kernel (``analysis/neighbours.py``) and the streamed top-k reduce over
-the draws (``reduce/topk.py``). It lives here, below both, so that the reduce
+the draws (``reduction/topk.py``). It lives here, below both, so that the reduce
 never imports the analysis layer above it.
 """
 

@@ -11,8 +11,8 @@ from losskernel_dist.analysis.kernelio import DenseRows
 from losskernel_dist.analysis.neighbours import compute_neighbours
 from losskernel_dist.cli import main
 from losskernel_dist.config import ConfigError, config_from_dict
-from losskernel_dist.reduce.kernel import reduce_store
-from losskernel_dist.reduce.topk import reduce_neighbours
+from losskernel_dist.reduction.kernel import reduce_store
+from losskernel_dist.reduction.topk import reduce_neighbours
 from losskernel_dist.store import RunStore, StoreError
 
 from ..conftest import linear_config
@@ -192,7 +192,7 @@ def test_peak_memory_is_bounded_by_the_block_not_n_squared(tmp_path):
         import json, sys
         import numpy as np
         from losskernel_dist.store import RunStore
-        from losskernel_dist.reduce.topk import reduce_neighbours, peak_memory_bytes
+        from losskernel_dist.reduction.topk import reduce_neighbours, peak_memory_bytes
         path = sys.argv[1]
         rng = np.random.default_rng(0)
         store = RunStore.create(path, chains={chains}, draws={draws}, n={n},
