@@ -124,8 +124,8 @@ SYNTHETIC = {
     f"{PACKAGE}": "",
     f"{PACKAGE}.store": "from .errors import StoreError\n",
     f"{PACKAGE}.errors": "",
-    f"{PACKAGE}.reduce": "",
-    f"{PACKAGE}.reduce.kernel": (
+    f"{PACKAGE}.reduction": "",
+    f"{PACKAGE}.reduction.kernel": (
         "from typing import TYPE_CHECKING\n"
         "from ..store import _raw\n"
         "from .. import store\n"
@@ -135,7 +135,7 @@ SYNTHETIC = {
         "    from .tiled import g\n"
         "    return store._cache\n"
     ),
-    f"{PACKAGE}.reduce.tiled": "from .kernel import f\n",
+    f"{PACKAGE}.reduction.tiled": "from .kernel import f\n",
     f"{PACKAGE}.analysis": "",
 }
 
@@ -146,15 +146,15 @@ def test_the_reader_sees_every_kind_of_import_and_private_use() -> None:
     edges, private = read_graph(SYNTHETIC)
     kinds = {(e.source.removeprefix(PACKAGE + "."), e.target.removeprefix(PACKAGE + "."), e.kind)
              for e in edges}
-    assert {("reduce.kernel", "store", MODULE), ("reduce.kernel", "analysis", TYPE_CHECKING),
-            ("reduce.kernel", "reduce.tiled", FUNCTION), ("store", "errors", MODULE),
-            ("reduce.tiled", "reduce.kernel", MODULE)} <= kinds
+    assert {("reduction.kernel", "store", MODULE), ("reduction.kernel", "analysis", TYPE_CHECKING),
+            ("reduction.kernel", "reduction.tiled", FUNCTION), ("store", "errors", MODULE),
+            ("reduction.tiled", "reduction.kernel", MODULE)} <= kinds
     assert [str(p).split(" (")[0] for p in private] == [
-        f"{PACKAGE}.reduce.kernel uses {PACKAGE}.store._raw",
-        f"{PACKAGE}.reduce.kernel uses {PACKAGE}.store._cache",
+        f"{PACKAGE}.reduction.kernel uses {PACKAGE}.store._raw",
+        f"{PACKAGE}.reduction.kernel uses {PACKAGE}.store._cache",
     ]
-    assert cycles(edges) == [[f"{PACKAGE}.reduce.kernel", f"{PACKAGE}.reduce.tiled"]]
+    assert cycles(edges) == [[f"{PACKAGE}.reduction.kernel", f"{PACKAGE}.reduction.tiled"]]
     assert upward(edges) == [
-        f"{PACKAGE}.reduce.kernel -> {PACKAGE}.analysis (line 5) (type checking): "
-        "reduce imports the higher layer analysis"
+        f"{PACKAGE}.reduction.kernel -> {PACKAGE}.analysis (line 5) (type checking): "
+        "reduction imports the higher layer analysis"
     ]
