@@ -227,12 +227,14 @@ def reduce(run: Run | str | Path, allow_partial: bool = False, *, progress: bool
     return run_
 
 
-def analyze(run: Run | str | Path) -> Run:
-    """Metrics, figures and the HTML report of a reduced run (as ``losskernel analyze``)."""
+def analyze(run: Run | str | Path, allow_stale: bool = False) -> Run:
+    """Metrics, figures and the HTML report of a reduced run (as ``losskernel analyze``).
+    A stale kernel (the usable draws changed since the reduce) is refused unless
+    ``allow_stale``."""
     from .jobs.run import analyze_run_dir
 
     run_ = _as_run(run)
-    analyze_run_dir(run_.path)
+    analyze_run_dir(run_.path, allow_stale=allow_stale)
     return run_
 
 

@@ -24,7 +24,7 @@ DEBUG_ENV = "LOSSKERNEL_DEBUG"
 
 
 def _interrupted() -> type[BaseException]:
-    from .jobs.sample import SamplingInterrupted
+    from .jobs.signals import SamplingInterrupted
 
     return SamplingInterrupted
 
@@ -99,7 +99,7 @@ def cmd_reduce(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from . import api
 
-    _print_analysis(api.analyze(args.run_dir))
+    _print_analysis(api.analyze(args.run_dir, allow_stale=args.allow_stale))
     return 0
 
 
@@ -199,13 +199,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .jobs.calibrate import (
-        REPORT_NAME,
-        calibrate,
-        calibration_dir,
-        parse_shard,
-        write_recommended_config,
-    )
+    from .jobs.calibration.calibrate import calibrate, parse_shard, write_recommended_config
+    from .jobs.calibration.grid import calibration_dir
+    from .rundir import REPORT_NAME
 
     overrides = list(args.overrides)
     for key in ("lr", "localization", "nbeta"):
@@ -268,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("analyze", help="metrics.json, figures and the HTML report")
     p.add_argument("run_dir")
+    p.add_argument("--allow-stale", action="store_true",
+                   help="analyze a kernel reduced before the usable draws changed")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("compare", help="CKA and other numbers between two runs' kernels")

@@ -36,10 +36,12 @@ from .rundata import RunData, input_names, load_run, run_numbers
 from .section import Section, jsonable
 
 
-def analyze_run(run_dir: Path) -> dict:
-    """Run every applicable analysis on a reduced run; returns the metrics written."""
+def analyze_run(run_dir: Path, allow_stale: bool = False) -> dict:
+    """Run every applicable analysis on a reduced run; returns the metrics written.
+    A stale kernel (reduced before the usable draws changed) is refused unless
+    ``allow_stale``; a partial or stale kernel is labelled in metrics["run"]."""
     t0 = time.perf_counter()
-    run = load_run(Path(run_dir))
+    run = load_run(Path(run_dir), allow_stale=allow_stale)
     analyses = ordered(registered(), input_names())
     inputs = run.inputs()
     for entry in analyses:

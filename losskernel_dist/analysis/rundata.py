@@ -20,6 +20,7 @@ import numpy as np
 
 from ..config import AnalysisConfig, Config
 from ..errors import StoreError
+from ..reduction.usable import kernel_state
 from ..rundir import RunDir
 from ..store import RunStore
 from .kernelio import DenseRows
@@ -55,8 +56,9 @@ def input_names() -> tuple[str, ...]:
     return tuple(f.name for f in fields(RunData))
 
 
-def load_run(run_dir: Path) -> RunData:
-    """Open a reduced run for analysis; refuse one that has no kernel of either kind."""
+def load_run(run_dir: Path, allow_stale: bool = False) -> RunData:
+    """Open a reduced run for analysis; refuse one that has no kernel of either kind, and
+    one whose kernel is stale (the usable draws changed since the reduce) unless told."""
     run = RunDir(run_dir)
     config_dict = run.read_config_dict()
     config = run.read_config()
@@ -64,6 +66,12 @@ def load_run(run_dir: Path) -> RunData:
     dense = store.has_kernel()
     if not dense and not store.has_stream_neighbours():
         raise StoreError(f"run {str(run.path)!r} has no kernel yet: run 'losskernel reduce' first")
+    state = kernel_state(store)
+    if state.stale and not allow_stale:
+        raise StoreError(
+            f"the kernel of run {str(run.path)!r} is stale: reduced from {state.draws_used} "
+            f"draws, {state.draws_usable} are usable now: run 'losskernel reduce' again (or "
+            "analyze the old kernel with --allow-stale)")
     return RunData(
         run_dir=run.path, folder=run.analysis, store=store, config=config,
         config_dict=config_dict, settings=config.analysis, n=store.shape[2],
@@ -84,6 +92,7 @@ def run_numbers(run: RunData) -> dict[str, Any]:
         "draws_per_chain": draws_per_chain,
         "draws": run.draws,
         "reduce": run.store.reduce_record,
+        "kernel_state": kernel_state(run.store).as_dict(),
         "n_train": run.store.n_train,
         "fingerprints": run.store.fingerprints,
         "labels": None if run.labels is None else int(np.unique(run.labels).size),

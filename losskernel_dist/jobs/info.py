@@ -20,6 +20,7 @@ import numpy as np
 from ..checkpoint_meta import has_checkpoint, sidecar_step
 from ..guards.judge import run_verdict
 from ..locks import holders
+from ..reduction.usable import KernelState, kernel_state
 from ..rundir import RunDir
 from ..store import STATUS_OK
 from .submission import submission_status
@@ -68,6 +69,7 @@ def run_info(run_dir: Path) -> dict[str, Any]:
         )
     metrics_path = RunDir(run_dir).metrics_file
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    state = kernel_state(store)
     return {
         "run_dir": str(run_dir),
         "chains": chains,
@@ -76,6 +78,7 @@ def run_info(run_dir: Path) -> dict[str, Any]:
         "draws_done": int(done.sum()),
         "draws_total": int(done.size),
         "reduced": store.has_kernel() or store.has_stream_neighbours(),
+        "kernel_state": state.as_dict(),
         "reduce": store.reduce_record or None,
         "fingerprints": store.fingerprints,
         "per_chain": per_chain,
@@ -129,7 +132,7 @@ def format_info(info: dict[str, Any]) -> str:
         f"every={s['steps_between_draws']} b={s['batch_size']} lr={s['lr']} "
         f"nbeta={s['nbeta']} localization={s['localization']} seed={s['seed']}",
         f"N={info['n']}  draws done {info['draws_done']}/{info['draws_total']}  "
-        f"kernel {'reduced' if info['reduced'] else 'not reduced'}"
+        f"kernel {_kernel_line(info)}"
         + (" (neighbours only)" if (info["reduce"] or {}).get("kernel") == "neighbours" else ""),
         "chains: " + ", ".join(f"{n} {k}" for k, n in info["states"].items() if n),
         "chain  state        draws   ckpt step  train loss first -> last",
@@ -176,3 +179,11 @@ def format_info(info: dict[str, Any]) -> str:
         lines.append("analysis:")
         lines += [f"  {k}: {v}" for k, v in info["summary"].items()]
     return "\n".join(lines)
+
+
+def _kernel_line(info: dict[str, Any]) -> str:
+    """The kernel's state in words (partial and stale kernels said so)."""
+    state = info.get("kernel_state")
+    if state is None:  # an info dict of an older version
+        return "reduced" if info["reduced"] else "not reduced"
+    return KernelState(**state).describe()

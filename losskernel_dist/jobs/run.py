@@ -82,14 +82,14 @@ def drop_stale_analysis(run: RunDir) -> None:
     run.report_file.unlink(missing_ok=True)
 
 
-def analyze_run_dir(run_dir: str | Path) -> dict[str, Any]:
+def analyze_run_dir(run_dir: str | Path, allow_stale: bool = False) -> dict[str, Any]:
     """Analyse a reduced run (``losskernel analyze``): metrics and figures (the analysis
     layer), then the HTML report of them (the report layer, above it)."""
     from ..analysis.pipeline import analyze_run
     from ..report.html import write_report
 
     run = RunDir(Path(run_dir))
-    metrics = analyze_run(run.path)
+    metrics = analyze_run(run.path, allow_stale=allow_stale)
     write_report(run.report_file, metrics, run.read_config_dict(), run.analysis,
                  parts=[tuple(part) for part in metrics.get("report_sections", [])])
     return metrics

@@ -83,7 +83,7 @@ class ReduceReport:
 
 def record_report(
     store: RunStore, engine: str, m: int, used_chains: list[int], n: int, block: int,
-    excluded: dict, t0: float,
+    excluded: dict, t0: float, usable_digest: str = "",
 ) -> ReduceReport:
     """What a reduce used, stored in the group attributes (``reduce``) and returned."""
     report = ReduceReport(
@@ -95,7 +95,8 @@ def record_report(
         seconds=time.perf_counter() - t0,
         excluded=excluded,
     )
-    store.set_reduce_record({**report.as_attrs(), "engine": engine})
+    store.set_reduce_record({**report.as_attrs(), "engine": engine,
+                             "usable_digest": usable_digest})
     return report
 
 
@@ -109,8 +110,11 @@ def peak_memory_bytes(
     return (m * n * 8 if cached else 0) + threads * max(pass1, pass2)
 
 
-def select_rows(store: RunStore, allow_partial: bool) -> tuple[np.ndarray, list[int], dict]:
-    """Flat (chain*T + draw) indices of the draws to use, and which chains they come from."""
+def select_rows(store: RunStore, allow_partial: bool
+                ) -> tuple[np.ndarray, list[int], dict, str]:
+    """Flat (chain*T + draw) indices of the draws to use, which chains they come from, what
+    was left out, and the digest of the selection (recorded: a later change makes the
+    kernel stale)."""
     chains, draws, _ = store.shape
     usable = usable_draws(store)
     failed, missing = usable.failed_chains, usable.missing
@@ -131,7 +135,7 @@ def select_rows(store: RunStore, allow_partial: bool) -> tuple[np.ndarray, list[
         )
     used_chains = usable.chains_used
     excluded = {"failed_chains": failed, "not_done": usable.not_done_rows()}
-    return rows, used_chains, excluded
+    return rows, used_chains, excluded, usable.digest()
 
 
 def read_column_block(store: RunStore, rows: np.ndarray, j0: int, j1: int) -> np.ndarray:
@@ -302,7 +306,7 @@ def reduce_store(
     a run's own settings, and a direct call without them reduces alike.
     """
     t0 = time.perf_counter()
-    rows, used_chains, excluded = select_rows(store, allow_partial)
+    rows, used_chains, excluded, digest = select_rows(store, allow_partial)
     m = len(rows)
     _, _, n = store.shape
     block = min(block_size, n)
@@ -329,4 +333,4 @@ def reduce_store(
             TaskProgress(bar, TILE_KEY), dask.config.set(scheduler="threads", num_workers=workers):
         dask.compute(*tiles)
     bar.close()
-    return record_report(store, "dask", m, used_chains, n, block, excluded, t0)
+    return record_report(store, "dask", m, used_chains, n, block, excluded, t0, digest)

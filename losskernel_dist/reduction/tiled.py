@@ -55,7 +55,7 @@ def reduce_store_torch(
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
-    rows, used_chains, excluded = select_rows(store, allow_partial)
+    rows, used_chains, excluded, digest = select_rows(store, allow_partial)
     m = len(rows)
     _, _, n = store.shape
     block = min(block_size, n)
@@ -98,4 +98,4 @@ def reduce_store_torch(
                 out["cov"][j0:j1, i0:i1] = transposed(tile_np)
                 out["corr"][j0:j1, i0:i1] = transposed(corr_np)
 
-    return record_report(store, f"torch:{device}", m, used_chains, n, block, excluded, t0)
+    return record_report(store, f"torch:{device}", m, used_chains, n, block, excluded, t0, digest)

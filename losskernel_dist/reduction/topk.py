@@ -274,7 +274,7 @@ def reduce_neighbours(
     _, _, n = store.shape
     check_k(k, n, "reduce.neighbours_k")
     check_k(k_bottom, n, "reduce.neighbours_bottom_k", allow_zero=True)
-    rows, used_chains, excluded = select_rows(store, allow_partial)
+    rows, used_chains, excluded, digest = select_rows(store, allow_partial)
     m = len(rows)
     block = min(block_size, n)
     labels = store.labels()
@@ -353,7 +353,7 @@ def reduce_neighbours(
     )
     store.finish_stream_neighbours({"seconds": round(report.seconds, 3)})
     if write_moments:  # no dense reduce recorded this one: record it here
-        record_report(store, "dask", m, used_chains, n, block, excluded, t0)
+        record_report(store, "dask", m, used_chains, n, block, excluded, t0, digest)
     info = store.reduce_record
     info["kernel"] = "neighbours" if write_moments else "both"
     info["neighbours"] = report.as_attrs()

@@ -11,6 +11,7 @@ always rest on the same draws.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +54,10 @@ class UsableDraws:
         """Flat (chain * T + draw) indices of the usable draws, chain-major."""
         return np.flatnonzero(self.mask.reshape(-1))
 
+    def digest(self) -> str:
+        """sha256 of the usable draws' flat indices: which draws a kernel rests on."""
+        return hashlib.sha256(self.flat_rows().astype("<i8").tobytes()).hexdigest()
+
     def not_done_rows(self) -> list[int]:
         """Flat indices of the draws of healthy chains that are not done."""
         draws = self.done.shape[1]
@@ -78,3 +83,45 @@ def usable_draws(store: RunStore, *, check_chunks: bool = True) -> UsableDraws:
                 "sample CONFIG' (or 'losskernel verify RUN_DIR --repair') to recompute them"
             )
     return usable
+
+
+@dataclass(frozen=True)
+class KernelState:
+    """Whether the stored kernel describes the run as it is now.
+
+    ``partial``: reduced with --allow-partial from fewer than all draws.
+    ``stale``: the usable draws changed since (sampling went on, or draws were
+    lost): the kernel no longer matches the store and must be reduced again.
+    """
+
+    reduced: bool
+    draws_used: int
+    draws_usable: int
+    partial: bool
+    stale: bool
+
+    def describe(self) -> str:
+        if not self.reduced:
+            return "not reduced"
+        text = f"reduced from {self.draws_used} draws"
+        if self.stale:
+            return (f"STALE: {text}, but {self.draws_usable} draws are usable now: run "
+                    "'losskernel reduce' again")
+        return text + (" (partial: --allow-partial)" if self.partial else "")
+
+    def as_dict(self) -> dict[str, object]:
+        return {"reduced": self.reduced, "draws_used": self.draws_used,
+                "draws_usable": self.draws_usable, "partial": self.partial, "stale": self.stale}
+
+
+def kernel_state(store: RunStore) -> KernelState:
+    """The stored kernel's state against the draws now usable (no chunk check: cheap)."""
+    record = store.reduce_record
+    usable = usable_draws(store, check_chunks=False)
+    reduced = bool(record) and (store.has_kernel() or store.has_stream_neighbours())
+    if not reduced:
+        return KernelState(False, 0, usable.count, False, False)
+    digest = record.get("usable_digest")
+    stale = (digest != usable.digest()) if digest else record.get("draws_used") != usable.count
+    return KernelState(True, int(record.get("draws_used", 0)), usable.count,
+                       bool(record.get("partial", False)), bool(stale))

@@ -146,6 +146,7 @@ def render(metrics: Mapping[str, Any], config: Mapping[str, Any], folder: Path,
         f'<p class="lead">{fmt_value(metrics["run"]["n"])} samples, '
         f'{fmt_value(metrics["run"]["draws"])} draws; written {written_at()} by losskernel '
         "analyze.</p>",
+        kernel_warning(metrics["run"].get("kernel_state")),
         "<nav>" + "".join(f'<a href="#{k}">{escape(t)}</a>' for k, t, _ in shown) + "</nav>",
     ]
     for key, title, body in shown:
@@ -160,3 +161,16 @@ def write_report(path: Path, metrics: Mapping[str, Any], config: Mapping[str, An
                  folder: Path, parts: Sequence[tuple[str, str]] = ()) -> Path:
     """Write the self-contained report to ``path``, atomically."""
     return atomic_write(path, render(metrics, config, folder, parts))
+
+
+def kernel_warning(state: Mapping[str, Any] | None) -> str:
+    """A warning line at the top of the report for a partial or stale kernel ('' otherwise)."""
+    if not state or not (state.get("partial") or state.get("stale")):
+        return ""
+    if state.get("stale"):
+        text = (f"Stale kernel: reduced from {state['draws_used']} draws, but "
+                f"{state['draws_usable']} are usable now; run 'losskernel reduce' again.")
+    else:
+        text = (f"Partial kernel: reduced with --allow-partial from {state['draws_used']} "
+                "draws, not all of the run's.")
+    return f'<p class="lead"><strong>{escape(text)}</strong></p>'

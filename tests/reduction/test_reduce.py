@@ -100,7 +100,7 @@ def test_every_engine_and_reduce_centres_with_the_same_bits(tmp_path):
         stats.append((store.kernel_array("mean")[...], store.kernel_array("var")[...]))
     reduce_store_torch(store, block_size=700, dtype="float32", device="cpu")
     stats.append((store.kernel_array("mean")[...], store.kernel_array("var")[...]))
-    rows, _, _ = select_rows(store, False)
+    rows, _, _, _ = select_rows(store, False)
     draws = centred_draws(store, rows, threads=2)
     reduce_neighbours(store, k=3, k_bottom=0, block_size=900)  # centres with centred_draws
     stats.append((draws.mean, draws.var))
