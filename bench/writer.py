@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 CHILD = """
 import json, sys, time
-from losskernel_dist.jobs import sample as S
+from losskernel_dist.jobs import commits as C, sample as S
 from losskernel_dist.config import load_config
 spent = {"commits": 0, "commit_s": 0.0, "checkpoint_s": 0.0}
 def timed(fn, key, count=False):
@@ -44,8 +44,8 @@ def timed(fn, key, count=False):
         spent["commits"] += count
         return out
     return wrapper
-S.ChainWriter._write = timed(S.ChainWriter._write, "commit_s", True)  # one whole commit
-S.save_chain = timed(S.save_chain, "checkpoint_s")                   # its checkpoint part
+C.ChainWriter._write = timed(C.ChainWriter._write, "commit_s", True)  # one whole commit
+C.save_chain = timed(C.save_chain, "checkpoint_s")                   # its checkpoint part
 config = load_config(sys.argv[1], sys.argv[2:])
 t0 = time.perf_counter()
 report = S.sample(config, progress=False)

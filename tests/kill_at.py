@@ -47,7 +47,7 @@ def _counting(fn: Callable[..., Any], target: int, before: bool = False) -> Call
 def install(point: str, count: int) -> None:
     import torch
 
-    from losskernel_dist.jobs import sample
+    from losskernel_dist.jobs import commits
     from losskernel_dist.store import RunStore
 
     if point == "draws_written":
@@ -55,7 +55,7 @@ def install(point: str, count: int) -> None:
     elif point == "done_marked":
         RunStore.mark_done = _counting(RunStore.mark_done, count)
     elif point == "checkpoint_saved":
-        sample.save_chain = _counting(sample.save_chain, count)
+        commits.save_chain = _counting(commits.save_chain, count)  # where ChainWriter looks it up
     elif point == "checkpoint_write":
         real_save = torch.save
         calls = {"n": 0}

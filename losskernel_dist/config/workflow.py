@@ -82,7 +82,7 @@ class SlurmConfig(Section):
 
 @dataclass
 class CalibrateConfig(Section):
-    """The pilot grid of ``losskernel calibrate`` and its budget (see calibrate.py)."""
+    """The pilot grid of ``losskernel calibrate`` and its budget (see jobs/calibration/)."""
 
     section = "calibrate"
 

@@ -48,14 +48,11 @@ from ..config import Config, config_from_dict
 from ..distributed import Placement, slurm_cpus_per_task
 from ..errors import SubmitError
 from ..locks import live_holders
-from ..rundir import RunDir
+from ..rundir import RunDir, prepare_run
 from ..store import STATUS_OK
-from .sample import (
-    SamplingInterrupted,
-    prepare_run,
-    sample,
-    task_fingerprints,
-)
+from .resume import task_fingerprints
+from .sample import sample
+from .signals import SamplingInterrupted
 from .submission import write_submission
 
 EXIT_INTERRUPTED = 75  # also the CLI's: stopped by a signal after a clean checkpoint

@@ -1,7 +1,7 @@
 """The background writer of ``sample``: commits run in order on one thread, off the compute path.
 
 A commit is a callable that writes one chain's buffered draws, then its
-checkpoint, then the draws' ``done`` flags (``sample.ChainWriter``). The
+checkpoint, then the draws' ``done`` flags (``commits.ChainWriter``). The
 resume logic relies on that order per chain, and on every commit landing
 after the ones handed over before it, so the queue is strictly FIFO with a
 single consumer: the files on disk go through exactly the sequence of states

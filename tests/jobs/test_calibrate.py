@@ -30,18 +30,16 @@ import yaml
 from losskernel_dist.analysis.cka import cka
 from losskernel_dist.cli import main
 from losskernel_dist.config import ConfigError, config_from_dict, load_config
-from losskernel_dist.jobs.calibrate import (
+from losskernel_dist.jobs.calibration.evaluate import (
     RULE,
-    Setting,
     SettingResult,
     draws_needed,
-    grid,
     judge,
-    pilot_config,
     project_cka,
     recommend,
     split_half_cka,
 )
+from losskernel_dist.jobs.calibration.grid import Setting, grid, pilot_config
 from losskernel_dist.store import RunStore
 from losskernel_dist.tasks import linear
 

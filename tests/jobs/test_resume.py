@@ -21,7 +21,9 @@ import torch
 from losskernel_dist.checkpoint import ChainState, chain_path, load_chain, restore, save_chain
 from losskernel_dist.cli import main as cli_main
 from losskernel_dist.config import config_from_dict
-from losskernel_dist.jobs.sample import RunDirError, covered, sample
+from losskernel_dist.errors import RunDirError
+from losskernel_dist.jobs.resume import covered
+from losskernel_dist.jobs.sample import sample
 from losskernel_dist.locks import holders
 from losskernel_dist.sampler.schedule import StepSchedule
 

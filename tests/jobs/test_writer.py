@@ -19,7 +19,8 @@ import torch
 from losskernel_dist.checkpoint import load_chain
 from losskernel_dist.cli import main as cli_main
 from losskernel_dist.config import ConfigError, config_from_dict
-from losskernel_dist.jobs.sample import SamplingInterrupted, sample
+from losskernel_dist.jobs.sample import sample
+from losskernel_dist.jobs.signals import SamplingInterrupted
 from losskernel_dist.jobs.writer import CommitQueue, WriterError
 from losskernel_dist.rundir import RunDir
 from losskernel_dist.sampler.host import host_array, host_tensors
