@@ -45,7 +45,7 @@ from losskernel_dist.rng import minibatch_indices  # noqa: E402
 from losskernel_dist.sampler.batched import _stack, stack_batches  # noqa: E402
 from losskernel_dist.sampler.data import EvalShards, fetch_batch  # noqa: E402
 from losskernel_dist.sampler.functional import FunctionalLoss  # noqa: E402
-from losskernel_dist.store import _codecs  # noqa: E402
+from losskernel_dist.store import array_codecs  # noqa: E402
 from losskernel_dist.task import load_task  # noqa: E402
 
 
@@ -211,7 +211,7 @@ def reduce_tile(block: int, m: int, root: Path) -> list[dict]:
             arr = zarr.create_array(root / f"{dtype}_{scan}.zarr", shape=(2 * block, 2 * block),
                                     chunks=(block, block), dtype=dtype,
                                     config={"write_empty_chunks": not scan},
-                                    **_codecs(compress=False))
+                                    **array_codecs(compress=False))
             how = "with the all-equal scan" if scan else "as the store writes it"
             rows.append({"part": "reduce_tile", "what": f"write tile, {dtype}, {how}",
                          "ms": best_ms(lambda a=arr, t=tile: a.__setitem__(

@@ -56,7 +56,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundations", ("config", "config.*", "rng", "fingerprint", "distributed", "locks")),
     ("task", ("task", "tasks", "tasks.*")),
     ("sampler", ("sampler", "sampler.*")),
-    ("store", ("store",)),
+    ("store", ("store", "store.*")),
     ("run directory", ("rundir", "checkpoint_meta", "checkpoint")),
     ("guards", ("guards", "guards.*")),
     ("reduction", ("reduction", "reduction.*")),
