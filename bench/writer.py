@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -32,9 +33,11 @@ from _util import machine, run_measured, table  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 CHILD = """
-import json, sys, time
+import json, os, sys, time
 from losskernel_dist.jobs import commits as C, sample as S
 from losskernel_dist.config import load_config
+from losskernel_dist.store import RunStore
+RunStore.sync_writes = os.environ.get("LK_BENCH_DURABLE", "1") == "1"
 spent = {"commits": 0, "commit_s": 0.0, "checkpoint_s": 0.0}
 def timed(fn, key, count=False):
     def wrapper(*args):
@@ -64,38 +67,45 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--queues", default="0,4", help="comma-separated sampler.write_queue")
+    parser.add_argument("--durable", default="1",
+                        help="comma-separated 1 (fsync chunk files before done flags, the "
+                             "default) / 0 (no fsync: what durability costs)")
     args = parser.parse_args()
-    queues = [int(q) for q in args.queues.split(",")]
-    times: dict[int, list[float]] = {q: [] for q in queues}
-    totals: dict[int, list[float]] = {q: [] for q in queues}
-    commits: dict[int, list[dict]] = {q: [] for q in queues}
+    variants = [(int(q), int(d)) for d in args.durable.split(",")
+                for q in args.queues.split(",")]
+    load_before = os.getloadavg()
+    times: dict[tuple[int, int], list[float]] = {v: [] for v in variants}
+    totals: dict[tuple[int, int], list[float]] = {v: [] for v in variants}
+    commits: dict[tuple[int, int], list[dict]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="bench_writer_") as tmp:
         for r in range(args.repeats):
-            for q in queues:
-                out = Path(tmp) / f"q{q}_r{r}"
+            for q, durable in variants:  # interleaved: load hits every variant alike
+                out = Path(tmp) / f"q{q}_d{durable}_r{r}"
                 sets = [f"sampler.chains={args.chains}", f"sampler.draws={args.draws}",
                         f"sampler.burnin_steps={args.burnin}",
                         f"sampler.checkpoint_every={args.checkpoint_every}",
                         f"sampler.threads={args.threads}", "sampler.device=cpu",
                         f"sampler.write_queue={q}", f"output={out}"]
                 res = run_measured(CHILD, args.config, *sets,
-                                   env={"OMP_NUM_THREADS": str(args.threads)})
-                times[q].append(res["chains_s"])
-                totals[q].append(res["seconds"])
-                commits[q].append({k: res[k] for k in ("commits", "commit_s", "checkpoint_s")})
-                print(f"repeat {r} write_queue {q}: chains {res['chains_s']:.2f} s, "
-                      f"total {res['seconds']:.2f} s, {res['draws']} draws, "
-                      f"{res['commits']} commits taking {res['commit_s']:.3f} s "
+                                   env={"OMP_NUM_THREADS": str(args.threads),
+                                        "LK_BENCH_DURABLE": str(durable)})
+                times[(q, durable)].append(res["chains_s"])
+                totals[(q, durable)].append(res["seconds"])
+                commits[(q, durable)].append(
+                    {k: res[k] for k in ("commits", "commit_s", "checkpoint_s")})
+                print(f"repeat {r} write_queue {q} durable {durable}: chains "
+                      f"{res['chains_s']:.2f} s, total {res['seconds']:.2f} s, {res['draws']} "
+                      f"draws, {res['commits']} commits taking {res['commit_s']:.3f} s "
                       f"(checkpoints {res['checkpoint_s']:.3f} s)", file=sys.stderr, flush=True)
-    rows = [{"write_queue": q, "chains_median_s": statistics.median(t), "chains_min_s": min(t),
-             "total_median_s": statistics.median(totals[q]),
-             "commit_median_s": statistics.median(c["commit_s"] for c in commits[q]),
-             "chains_runs_s": " ".join(f"{x:.2f}" for x in t)} for q, t in times.items()]
-    print(table(rows, ["write_queue", "chains_median_s", "chains_min_s", "total_median_s",
-                       "commit_median_s", "chains_runs_s"]))
-    print(json.dumps({"args": vars(args), "chains_s": times, "total_s": totals,
-                      "commits": commits, "machine": machine()}))
-
+    rows = [{"write_queue": q, "durable": d, "chains_median_s": statistics.median(t),
+             "chains_min_s": min(t), "total_median_s": statistics.median(totals[(q, d)]),
+             "commit_median_s": statistics.median(c["commit_s"] for c in commits[(q, d)]),
+             "chains_runs_s": " ".join(f"{x:.2f}" for x in t)} for (q, d), t in times.items()]
+    print(table(rows, ["write_queue", "durable", "chains_median_s", "chains_min_s",
+                       "total_median_s", "commit_median_s", "chains_runs_s"]))
+    print(json.dumps({"command": " ".join(sys.argv), "args": vars(args), "rows": rows,
+                      "machine": machine(), "load_before": load_before,
+                      "load_after": os.getloadavg()}))
 
 if __name__ == "__main__":
     main()

@@ -111,6 +111,7 @@ class ChainWriter:
                 self.chain, draws[first], np.asarray(distances[first : last + 1]),
                 rows.mean(axis=1, dtype=np.float64),
             )
+        self.store.sync_draws(self.chain, draws)  # on disk before anything relies on them
         if state is not None:
             save_chain(RunDir(self.run_dir).checkpoints, state)
         if draws:

@@ -12,6 +12,7 @@ the streamed neighbour lists (``neighbours``) and the analysis' outputs
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,14 @@ from ..errors import StoreError
 from .analysis import AnalysisOutputs
 from .damage import LossDamage
 from .kernel import Kernel
-from .layout import STATUS_FAILED, STATUS_OK, array_codecs, losses_chunks, store_lock
+from .layout import (
+    STATUS_FAILED,
+    STATUS_OK,
+    array_codecs,
+    losses_chunk_folder,
+    losses_chunks,
+    store_lock,
+)
 from .neighbours import StreamNeighbours
 from .reference import Reference
 
@@ -187,6 +195,29 @@ class RunStore(LossDamage, Reference, Kernel, StreamNeighbours, AnalysisOutputs)
         rows = np.asarray(losses, dtype=np.float32)
         self.group["losses"][chain, first_draw : first_draw + len(rows), :] = rows
 
+    # Zarr writes chunk files without fsync: a power loss after ``mark_done`` could
+    # leave a draw flagged done whose bytes never reached the disk. ``sync_draws`` is
+    # called between writing draws and flagging them (jobs/commits.py); False only
+    # for benchmarks measuring what it costs (bench/writer.py --durable 0,1).
+    sync_writes: bool = True
+
+    def sync_draws(self, chain: int, draws: list[int]) -> None:
+        """fsync the ``losses`` chunk files holding ``draws`` of ``chain``, and the
+        directories up to ``losses/`` (a new chunk's directory entry must last too)."""
+        if not self.sync_writes or not draws:
+            return
+        c_chain, c_draw, _ = self.losses_array().chunks
+        folders = {losses_chunk_folder(self.path, chain // c_chain, d // c_draw) for d in draws}
+        parents: set[Path] = set()
+        for folder in folders:
+            for entry in os.scandir(folder):
+                if entry.is_file():
+                    fsync_path(Path(entry.path))
+            fsync_path(folder)
+            parents.update({folder.parent, folder.parent.parent, folder.parent.parent.parent})
+        for parent in parents:
+            fsync_path(parent)
+
     def mark_done(self, chain: int, draws: np.ndarray | list[int]) -> None:
         """Flag draws of one chain as durably written; call only after ``write_draw``."""
         done = self.group["done"]
@@ -285,3 +316,12 @@ class RunStore(LossDamage, Reference, Kernel, StreamNeighbours, AnalysisOutputs)
             return {}
         sub = self.group["attributes"]
         return {name: np.asarray(arr[...]) for name, arr in sub.arrays()}
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (its entries) by path."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
