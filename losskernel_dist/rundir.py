@@ -228,7 +228,7 @@ def create_run(config: Config, task: Task, fingerprints: Mapping[str, str]) -> R
         config=config.to_dict(),
         labels=task.labels,
         label_names=list(task.label_names) if task.label_names is not None else None,
-        attributes=task.attributes,
+        attributes=task.stored_attributes(),
         extra_attrs={"fingerprints": dict(fingerprints), "n_train": task.n_train},
     )
     os.replace(tmp, run.store)

@@ -27,6 +27,11 @@ LossFn = Callable[[torch.nn.Module, Any], torch.Tensor]
 # and ``submit`` refuses such a run before queueing anything.
 IN_MEMORY_TARGET = "losskernel_dist.api:in_memory_task"
 
+# The per-sample attribute holding each eval sample's text (from ``Task.describe``, or given
+# directly): stored with the run, shown by the analysis' explorer on hover and in neighbour
+# lists. Text between MARK_OPEN and MARK_CLOSE is shown marked (a token-level kernel's token).
+TEXT_ATTRIBUTE = "text"
+MARK_OPEN, MARK_CLOSE = "\u27e6", "\u27e7"  # ⟦ ⟧
 
 
 @dataclass
@@ -43,6 +48,12 @@ class Task:
     attributes: optional per-sample arrays of length N (e.g. ``{"operation": ...}``,
             ``{"mislabelled": ...}``) that analysis can colour by or test against.
     label_names: optional names of the label values (e.g. WordNet ids), index = label.
+    describe: optional ``describe(j) -> str``, the text of eval sample j as a reader
+            should see it (``"3 + 5 = 8"``; a sequence; a token in its context, marked
+            ``⟦token⟧``). Called once per sample when the run is created; the texts are
+            stored as the string attribute ``text`` (TEXT_ATTRIBUTE), which a task may
+            also give directly instead, so that the analysis, which never imports the
+            task, can show each sample.
     """
 
     model: torch.nn.Module
@@ -54,6 +65,7 @@ class Task:
         default_factory=dict
     )
     label_names: Sequence[str] | None = None
+    describe: Callable[[int], str] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, torch.nn.Module):
@@ -87,6 +99,24 @@ class Task:
                 )
             attrs[key] = arr
         self.attributes = attrs
+        if self.describe is not None:
+            if not callable(self.describe):
+                raise TaskError("Task.describe must be callable as describe(j) -> str")
+            if TEXT_ATTRIBUTE in attrs:
+                raise TaskError(f"Task has both describe and attributes[{TEXT_ATTRIBUTE!r}]: "
+                                "give the texts one way")
+
+    def stored_attributes(self) -> dict[str, np.ndarray]:
+        """The attributes a new run stores: ``attributes``, plus ``text`` from ``describe``."""
+        if self.describe is None:
+            return dict(self.attributes)
+        texts = []
+        for j in range(self.n_eval):
+            text = self.describe(j)
+            if not isinstance(text, str):
+                raise TaskError(f"Task.describe({j}) returned {type(text).__name__}, not str")
+            texts.append(text)
+        return {**self.attributes, TEXT_ATTRIBUTE: np.asarray(texts, dtype=str)}
 
     @property
     def n_train(self) -> int:

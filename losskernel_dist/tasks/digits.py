@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -303,7 +304,20 @@ def build(
             "image": np.repeat(grey[..., None], 3, axis=-1),
         },
         label_names=[str(c) for c in range(N_CLASSES)],
+        describe=describe_digits(train_idx[chosen], y[train_idx[chosen]], noisy[chosen]),
     )
+
+
+def describe_digits(index: np.ndarray, true_label: np.ndarray,
+                    label: np.ndarray) -> Callable[[int], str]:
+    """``describe(j)``: which digit sample j is, what it shows and what it was trained as
+    (``"digit #12: a 3, trained as 5 (flipped)"``); the explorer shows it beside the image."""
+
+    def describe(j: int) -> str:
+        text = f"digit #{int(index[j])}: a {int(true_label[j])}, trained as {int(label[j])}"
+        return text + (" (flipped)" if label[j] != true_label[j] else "")
+
+    return describe
 
 
 def main(argv: list[str] | None = None) -> int:

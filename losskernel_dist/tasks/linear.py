@@ -80,6 +80,7 @@ def build(
         loss=loss,
         labels=data["eval_block"].astype(np.int64),
         attributes={"block": data["eval_block"]},
+        describe=lambda j: f"block {int(data['eval_block'][j])}: y = {float(data['z'][j]):.3f}",
     )
 
 

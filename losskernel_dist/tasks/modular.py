@@ -26,6 +26,7 @@ config, ``losskernel_dist.tasks.modular:build``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -424,4 +425,17 @@ def build(
         labels=operation,
         attributes=attributes,
         label_names=list(OPERATIONS),
+        describe=describe_pairs(chosen),
     )
+
+
+def describe_pairs(pairs: ModularPairs) -> Callable[[int], str]:
+    """``describe(j)``: pair j as the equation it asks for, ``"a + b = c"`` or ``"a / b = c"``
+    (numbers mod p; the explorer shows it for each sample)."""
+    ops = pairs.operation.tolist()
+    a, b, c = pairs.a.tolist(), pairs.b.tolist(), pairs.result.tolist()
+
+    def describe(j: int) -> str:
+        return f"{a[j]} {'/' if ops[j] == DIVISION else '+'} {b[j]} = {c[j]}"
+
+    return describe

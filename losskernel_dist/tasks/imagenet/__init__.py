@@ -207,4 +207,5 @@ def build(
         labels=labels,
         attributes=attributes,
         label_names=names,
+        describe=lambda j: f"val/{val_paths[chosen[j]].decode()} ({val_wnids[chosen[j]]})",
     )
