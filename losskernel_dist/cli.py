@@ -3,8 +3,11 @@
 Every subcommand parses its arguments, calls the Python API (``api.py``) and
 prints. User errors (``errors.LosskernelError``: bad config, task, run directory,
 store, lock) print one line on stderr and exit with status 2 (``--debug`` or
-LOSSKERNEL_DEBUG=1 shows their traceback); anything else is a bug and shows its
-traceback.
+LOSSKERNEL_DEBUG=1 shows their traceback); so does an OSError of the file system
+that the user fixes there (no space, quota, read-only, permissions: ``errors.
+FILESYSTEM_ERRNOS``), naming the path. A reader that closes the pipe early
+(``losskernel info RUN | head -1``) ends the command quietly with status 141, as
+a SIGPIPE would. Anything else is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import LosskernelError, StoreError
+from .errors import LosskernelError, StoreError, filesystem_error_line
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 75  # a stop signal ended sampling after a clean checkpoint: run it again
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of stdout went away (| head)
 DEBUG_ENV = "LOSSKERNEL_DEBUG"
 
 
@@ -41,7 +45,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 def _load(args: argparse.Namespace):
     from .api import load_config
 
-    return load_config(args.config, args.overrides)
+    config = load_config(args.config, args.overrides)
+    args.output = config.run_dir  # named by a file-system error that names no file
+    return config
 
 
 def _print_sample_report(report) -> None:
@@ -213,6 +219,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from .api import load_config
 
     config = load_config(args.config, overrides)
+    args.output = config.run_dir
     shard = parse_shard(args.shard) if args.shard else None
     cal = calibrate(config, shard=shard, progress=not args.no_progress)
     if cal is None:
@@ -317,6 +324,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _where(args: argparse.Namespace) -> Path | None:
+    """The directory the command writes or reads: its config's output or its RUN_DIR."""
+    where = getattr(args, "output", None) or getattr(args, "run_dir", None)
+    return Path(where) if where else None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit cannot raise again
+    (Python's documentation, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a file (captured in tests)
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -327,7 +350,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        cause = filesystem_error_line(exc.__cause__, _where(args)) if exc.__cause__ else None
+        if cause is not None:  # e.g. the writer's failed commit: the file system comes first
+            message = f"{cause} ({message})"
         print(f"losskernel: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except OSError as exc:
+        line = filesystem_error_line(exc, _where(args))
+        if line is None or debug:
+            raise
+        print(f"losskernel: error: {line}", file=sys.stderr)
         return EXIT_USAGE
     except _interrupted() as exc:
         print(f"losskernel: {exc}", file=sys.stderr)

@@ -19,6 +19,8 @@ from datetime import timedelta
 
 import torch
 
+from .errors import ConfigError
+
 BARRIER_TIMEOUT = timedelta(days=7)
 
 
@@ -57,8 +59,11 @@ def slurm_cpus_per_task() -> int | None:
     return int(value) if value.isdigit() and int(value) > 0 else None
 
 
-def select_device(spec: str, local_rank: int) -> torch.device:
-    """The torch device for ``spec`` ('auto', 'cpu', 'cuda', 'cuda:K') on this local rank."""
+def select_device(spec: str, local_rank: int, key: str = "sampler.device") -> torch.device:
+    """The torch device for ``spec`` ('auto', 'cpu', 'cuda', 'cuda:K') on this local rank.
+
+    A CUDA device this machine does not have is a ConfigError naming ``key``.
+    """
     if spec == "cpu":
         return torch.device("cpu")
     if spec == "auto":
@@ -66,10 +71,21 @@ def select_device(spec: str, local_rank: int) -> torch.device:
             return torch.device("cuda", local_rank % torch.cuda.device_count())
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise RuntimeError(f"sampler.device={spec!r} but CUDA is not available")
+        raise ConfigError(
+            f"{key}={spec}: CUDA is not available here (torch {torch.__version__}, "
+            f"{'built without CUDA' if torch.version.cuda is None else 'no GPU visible'}): "
+            f"set {key} to cpu or auto"
+        )
+    count = torch.cuda.device_count()
     if spec == "cuda":
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device(spec)
+        return torch.device("cuda", local_rank % count)
+    device = torch.device(spec)
+    if device.index is not None and device.index >= count:
+        raise ConfigError(
+            f"{key}={spec}: this machine has {count} CUDA device(s) (cuda:0 to "
+            f"cuda:{count - 1}): choose one of them, cuda or auto"
+        )
+    return device
 
 
 class ProcessGroup:

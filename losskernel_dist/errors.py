@@ -11,6 +11,9 @@ the modules that own a concept re-export theirs under the old names.
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
+
 
 class LosskernelError(Exception):
     """Base of every user-facing error: one line that says what is wrong and what to do."""
@@ -62,3 +65,25 @@ class SubmitError(LosskernelError, RuntimeError):
 
 class MissingFileError(LosskernelError, FileNotFoundError):
     """A file the task or config names (checkpoint, data folder) does not exist."""
+
+
+# OSErrors of the file system that the user fixes there (space, quota, a read-only mount,
+# permissions), with what to do; any other OSError is left to show its traceback.
+FILESYSTEM_ERRNOS: dict[int, str] = {
+    errno.ENOSPC: "free space or choose another output",
+    errno.EDQUOT: "free space (or raise the quota) or choose another output",
+    errno.EROFS: "make the file system writable or choose another output",
+    errno.EACCES: "fix the permissions or choose another output",
+}
+
+
+def filesystem_error_line(exc: BaseException, path: str | Path | None = None) -> str | None:
+    """``'<path>: <strerror>: <what to do>'`` for an OSError with a file-system errno the
+    user can fix (``FILESYSTEM_ERRNOS``), else None. ``path`` names the file when the error
+    does not (a failed ``write`` carries no file name)."""
+    if not isinstance(exc, OSError) or exc.errno not in FILESYSTEM_ERRNOS:
+        return None
+    where = exc.filename if exc.filename is not None else path
+    what = exc.strerror or str(exc)
+    head = f"{where}: {what}" if where is not None else what
+    return f"{head}: {FILESYSTEM_ERRNOS[exc.errno]}"

@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -187,20 +188,35 @@ class ChainLocks:
             for path in list(self.held):
                 try:
                     os.utime(path)
-                except FileNotFoundError:
-                    pass
+                except OSError:  # gone, or a file system turned read-only: the run's own
+                    pass  # writes report that; a thread's traceback would only add noise
 
     def release(self) -> None:
-        """Stop the heartbeat and remove the lock files this object holds."""
+        """Stop the heartbeat and remove the lock files this object holds.
+
+        Never raises: it runs on the way out of a run, often while another exception
+        is in flight (a full or read-only file system), which an OSError here would
+        mask. Lock files that cannot be removed are reported in one line on stderr;
+        their holder (this process) is dead once it exits, so the next run takes them over.
+        """
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        failed: list[tuple[Path, OSError]] = []
         for path in self.held:
-            holder = read_holder(path)
-            if holder is not None and holder.host == self.host and holder.pid == self.pid:
-                path.unlink(missing_ok=True)
+            try:
+                holder = read_holder(path)
+                if holder is not None and holder.host == self.host and holder.pid == self.pid:
+                    path.unlink(missing_ok=True)
+            except OSError as exc:
+                failed.append((path, exc))
         self.held = []
+        if failed:
+            path, exc = failed[0]
+            what = str(path) if len(failed) == 1 else f"{len(failed)} locks in {path.parent}"
+            print(f"losskernel: warning: could not remove {what} ({exc.strerror or exc}); "
+                  "the next run takes them over", file=sys.stderr)
 
     def __enter__(self) -> ChainLocks:
         self.acquire()

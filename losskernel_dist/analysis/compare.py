@@ -28,6 +28,9 @@ COMPARED_KEYS = ("sampler.lr", "sampler.nbeta", "sampler.localization", "sampler
 
 
 def _open(run_dir: Path) -> RunStore:
+    if not RunDir(run_dir).has_store():
+        raise CompareError(f"{str(run_dir)!r} is not a run directory (no store): give the "
+                           "output directories of two reduced runs")
     store = RunDir(run_dir).open_store()
     if not store.has_kernel():
         raise CompareError(f"run {str(run_dir)!r} has no kernel: run 'losskernel reduce' first")

@@ -8,12 +8,16 @@ A Choice is also a ``str`` (it compares and hashes as its value), so code
 downstream keeps comparing it with plain strings (``kernel == "dense"``), and
 ``Section.to_dict`` hands plain strings back, so that what is written (the
 run directory's config.yaml, the store's attrs, the draw keys) is unchanged.
+Every number of a float field is finite: ``.inf`` and ``.nan`` pass a bound
+check such as ``lr > 0`` (or fail it misleadingly) and would only show up as
+diverged chains, so they are refused at load, naming the key.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import typing
 from typing import Any, ClassVar, TypeVar
 
@@ -72,9 +76,11 @@ class Section:
     def validate(self) -> None:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            hint = hints[f.name]
+            hint, key = hints[f.name], f"{self.section}.{f.name}"
             if isinstance(hint, type) and issubclass(hint, Choice):
-                setattr(self, f.name, hint.parse(getattr(self, f.name), f"{self.section}.{f.name}"))
+                setattr(self, f.name, hint.parse(getattr(self, f.name), key))
+            elif hint is float and isinstance(getattr(self, f.name), (int, float)):
+                finite(key, getattr(self, f.name))  # also for a section built in code
         self.check()
 
     def check(self) -> None:
@@ -97,8 +103,17 @@ def nonneg_int(key: str, value: int) -> None:
 
 def check_device(key: str, value: str) -> None:
     """A torch device name as the config takes it: auto, cpu, cuda or cuda:K."""
-    if not (value in ("auto", "cpu", "cuda") or value.startswith("cuda:")):
+    index = value.removeprefix("cuda:") if value.startswith("cuda:") else None
+    if not (value in ("auto", "cpu", "cuda") or (index is not None and index.isdigit())):
         raise ConfigError(f"{key}: expected auto, cpu, cuda or cuda:K, got {value!r}")
+
+
+def finite(key: str, value: float) -> float:
+    """``value`` when it is a finite number; a ConfigError naming ``key`` for inf and nan,
+    which pass every ``>`` or ``>=`` bound check (or fail it with a misleading message)."""
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number, got {value}")
+    return value
 
 
 def check_type(key: str, value: Any, annotation: Any) -> Any:
@@ -114,7 +129,10 @@ def check_type(key: str, value: Any, annotation: Any) -> Any:
                 raise ConfigError(f"{key}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            return finite(key, float(value))
+        except OverflowError:  # an int beyond float's range
+            raise ConfigError(f"{key}: must be a finite number, got {value}") from None
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")

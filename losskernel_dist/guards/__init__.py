@@ -3,7 +3,7 @@
 Two halves, so that reading a run never needs torch:
 
 * ``guards.measure`` (torch): the losses at w* measured before the first step
-  (``measure_reference``, ``ensure_reference``); import it explicitly.
+  (``measure_reference``); import it explicitly.
 * ``guards.judge`` (numpy): every check on what a run stored (``check_run``,
   ``check_arrays``, ``enforce``, ``run_verdict``), re-exported here.
 """

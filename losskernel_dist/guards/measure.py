@@ -1,13 +1,18 @@
 """Guard rails, the measuring half: the losses at w* that the guards judge chains against.
 
-Before a run's first step, ``ensure_reference`` measures (once, race-safe) and
-stores in the run's store:
+Before anything of a run is written, ``measure_reference`` measures (and the
+sample job then stores, once, race-safe: ``RunStore.write_reference``):
 
 * the mean training loss L* at w* over a fixed, keyed set of samples (the
   whole training set when it has at most ``REFERENCE_MINIBATCHES`` minibatches'
   worth of samples, otherwise the first ``REFERENCE_MINIBATCHES`` minibatches
   of chain 0's key stream, the very batches chain 0 starts on), and
 * the eval loss vector at w*.
+
+A loss that is not finite at w* is the task's fault, not the sampler's: it is a
+TaskError naming the first such sample, raised before the run directory is
+touched (else every chain would "diverge" at its first draw and blame
+``sampler.lr``, and the fixed task would be refused as a different one).
 
 This is the only part of the guards that needs torch; the checks themselves
 (``guards.judge``) read the stored arrays with numpy only.
@@ -21,11 +26,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import TaskError
 from ..rng import minibatch_indices
 from ..sampler.chain import loss_vector
 from ..sampler.data import EvalShards, fetch_batch
-from ..sampler.functional import FunctionalLoss, to_device
-from ..store import RunStore
+from ..sampler.functional import FunctionalLoss, check_loss_count, to_device
 
 REFERENCE_MINIBATCHES = 8
 
@@ -46,6 +51,14 @@ def measure_reference(
     """
     anchor = fl.initial_params()
     eval_losses = loss_vector(fl, anchor, shards).cpu().numpy()
+    bad = np.flatnonzero(~np.isfinite(eval_losses))
+    if len(bad):
+        raise TaskError(
+            f"the task's loss is not finite at the trained weights w*: eval sample {bad[0]} "
+            f"has loss {eval_losses[bad[0]]} ({len(bad)} of {len(eval_losses)} eval losses are "
+            "not finite); fix the model, its checkpoint or the eval data (no sampler setting "
+            "can)"
+        )
     n = len(train)
     if n <= REFERENCE_MINIBATCHES * batch_size:
         index_sets = [np.arange(i, min(i + eval_batch_size, n)) for i in range(0, n, eval_batch_size)]
@@ -60,6 +73,15 @@ def measure_reference(
         for idx in index_sets:
             batch = to_device(fetch_batch(train, idx), fl.device)
             losses = fl.losses(anchor, batch).to(torch.float64)
+            check_loss_count(losses, len(idx), "training samples")
+            finite = torch.isfinite(losses)
+            if not bool(finite.all()):
+                first = int(np.asarray(idx)[int(torch.nonzero(~finite)[0, 0])])
+                raise TaskError(
+                    "the task's loss is not finite at the trained weights w*: training sample "
+                    f"{first} has loss {float(losses[~finite][0])}; fix the model, its "
+                    "checkpoint or the training data (no sampler setting can)"
+                )
             total += float(losses.sum())
             count += int(losses.numel())
     attrs = {
@@ -69,22 +91,3 @@ def measure_reference(
         "eval_loss_mean": float(np.mean(eval_losses, dtype=np.float64)),
     }
     return eval_losses, attrs
-
-
-def ensure_reference(
-    store: RunStore,
-    fl: FunctionalLoss,
-    train: Dataset,
-    shards: EvalShards,
-    *,
-    seed: int,
-    batch_size: int,
-    eval_batch_size: int,
-) -> None:
-    """Measure and store the reference unless the run has it (idempotent, race-safe)."""
-    if store.has_reference():
-        return
-    eval_losses, attrs = measure_reference(
-        fl, train, shards, seed=seed, batch_size=batch_size, eval_batch_size=eval_batch_size
-    )
-    store.write_reference(eval_losses, attrs)

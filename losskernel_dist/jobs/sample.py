@@ -33,7 +33,7 @@ from ..checkpoint import ChainState
 from ..config import Config, ConfigError
 from ..distributed import Placement, ProcessGroup, chains_for, placement_from_env, select_device
 from ..errors import RunDirError
-from ..guards.measure import ensure_reference
+from ..guards.measure import measure_reference
 from ..locks import ChainLocks
 from ..rundir import RunDir, check_existing_run, prepare_run
 from ..sampler.batched import batched_eval_mode, import_transform_machinery, run_chains_batched
@@ -158,8 +158,15 @@ def _sample(
     bad = [c for c in mine if not 0 <= c < config.sampler.chains]
     if bad:
         raise ConfigError(f"sampler.chains: chain ids {bad} outside 0..{config.sampler.chains - 1}")
+    reference = None
     if placement.is_main:
-        check_existing_run(config, fingerprints)  # refuse before taking locks or writing
+        existing = check_existing_run(config, fingerprints)  # refuse before locks or writes
+        if existing is None or not existing.has_reference():
+            # the losses at w*, for the guard rails, measured before anything is written: a
+            # task whose loss is of the wrong shape or not finite there leaves no run behind
+            reference = measure_reference(fl, task.train, shards, seed=config.sampler.seed,
+                                          batch_size=config.sampler.batch_size,
+                                          eval_batch_size=config.eval.batch_size)
     with ChainLocks(RunDir(config.run_dir).locks, mine):
         if placement.is_main:
             prepare_run(config, task, fingerprints)
@@ -170,10 +177,8 @@ def _sample(
             raise RunDirError(
                 f"store has N={store.shape[2]} samples but the task has {task.n_eval}"
             )
-        if placement.is_main:  # the losses at w*, for the guard rails, before any step
-            ensure_reference(store, fl, task.train, shards, seed=config.sampler.seed,
-                             batch_size=config.sampler.batch_size,
-                             eval_batch_size=config.eval.batch_size)
+        if reference is not None:  # before any step (a no-op when another process was first)
+            store.write_reference(*reference)
         report = _run_chains(config, store, mine, fl, task, shards, fingerprints, placement,
                              progress, stop)
     if report.stopped_by is None:

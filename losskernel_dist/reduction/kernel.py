@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from ..config import KernelDtype, config_default
 from ..errors import IncompleteRunError
 from ..store import SAMPLE_CHUNK, RunStore
-from .usable import usable_draws
+from .usable import UsableDraws, usable_draws
 
 TILE_KEY = "kernel-tile-"  # dask key prefix of the tile tasks
 DEFAULT_CACHE_BYTES = int(config_default("reduce.cache_gb") * 2**30)  # 4 GiB
@@ -110,6 +110,30 @@ def peak_memory_bytes(
     return (m * n * 8 if cached else 0) + threads * max(pass1, pass2)
 
 
+def _what_is_missing(usable: UsableDraws, total: int) -> str:
+    parts = []
+    if usable.failed_chains:
+        parts.append(f"failed chains {usable.failed_chains}")
+    if usable.missing:
+        parts.append(f"{usable.missing} of {total} draws not done")
+    return "; ".join(parts) or "every draw done"
+
+
+def _how_to_finish(usable: UsableDraws) -> str:
+    """What completes a run. 'losskernel sample' only finishes healthy chains: a failed
+    (diverged) chain is skipped on every resume, and a resume with another sampler.lr is
+    refused (it would change the draws), so a failed chain is never re-run in its run."""
+    if not usable.failed_chains:
+        return "finish it with 'losskernel sample' or reduce the done draws with --allow-partial"
+    if not usable.healthy.any():
+        return ("every chain failed, and failed chains are never re-run: sample into a new "
+                "output with a smaller sampler.lr")
+    first = ("finish the healthy chains with 'losskernel sample', then reduce"
+             if usable.missing else "reduce the healthy chains")
+    return (f"failed chains are never re-run, so {first} with --allow-partial, or sample into "
+            "a new output with a smaller sampler.lr")
+
+
 def select_rows(store: RunStore, allow_partial: bool
                 ) -> tuple[np.ndarray, list[int], dict, str]:
     """Flat (chain*T + draw) indices of the draws to use, which chains they come from, what
@@ -119,19 +143,15 @@ def select_rows(store: RunStore, allow_partial: bool
     usable = usable_draws(store)
     failed, missing = usable.failed_chains, usable.missing
     if not allow_partial and not usable.complete:
-        parts = []
-        if failed:
-            parts.append(f"failed chains {failed}")
-        if missing:
-            parts.append(f"{missing} of {chains * draws} draws not done")
-        raise IncompleteRunError(
-            f"run is incomplete ({'; '.join(parts)}): finish it with 'losskernel sample' "
-            "or reduce the done draws with --allow-partial"
-        )
+        raise IncompleteRunError(f"run is incomplete ({_what_is_missing(usable, chains * draws)})"
+                                 f": {_how_to_finish(usable)}")
     rows = usable.flat_rows()
     if len(rows) < 2:
         raise IncompleteRunError(
-            f"only {len(rows)} usable draws: at least 2 are needed for a covariance"
+            f"only {len(rows)} usable draws ({_what_is_missing(usable, chains * draws)}): at "
+            "least 2 are needed for a covariance; "
+            + ("finish the healthy chains with 'losskernel sample'" if missing else
+               "sample into a new output (with a smaller sampler.lr if chains failed)")
         )
     used_chains = usable.chains_used
     excluded = {"failed_chains": failed, "not_done": usable.not_done_rows()}

@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import KernelDtype, config_default
+from ..distributed import select_device
 from ..store import RunStore
 from .kernel import (
     ReduceReport,
@@ -54,6 +55,8 @@ def reduce_store_torch(
     t0 = time.perf_counter()
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif isinstance(device, str):  # a CUDA device this machine lacks: one line naming the key
+        device = select_device(device, 0, key="reduce.device")
     device = torch.device(device)
     rows, used_chains, excluded, digest = select_rows(store, allow_partial)
     m = len(rows)

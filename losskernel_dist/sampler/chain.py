@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from ..config import config_default
 from ..rng import noise_generator
 from .data import EvalShards, minibatches
-from .functional import FunctionalLoss
+from .functional import FunctionalLoss, check_loss_count
 from .host import host_array
 from .schedule import StepSchedule
 from .sgld import Params, draw_noise, sgld_update
@@ -79,7 +79,9 @@ def loss_vector(fl: FunctionalLoss, params: Params, shards: EvalShards) -> torch
     """Per-sample losses of all N eval samples at ``params``, as float32 on the device."""
     with torch.inference_mode():
         parts = [fl.eval_losses(params, batch) for batch in shards]
-    return torch.cat(parts)
+    out = torch.cat(parts)
+    check_loss_count(out, shards.n, "eval samples")
+    return out
 
 
 def distance_from(params: Params, anchor: Params) -> torch.Tensor:

@@ -16,6 +16,7 @@ import torch
 from torch.func import functional_call
 
 from ..config import Autocast, config_default
+from ..errors import TaskError
 from ..task import LossFn, Task
 
 _PREFIX = "model."
@@ -64,14 +65,14 @@ class FunctionalLoss:
         return {n: named[n].detach().clone() for n in self.param_names}
 
     def losses(self, params: Mapping[str, torch.Tensor], batch: Any) -> torch.Tensor:
-        """Per-sample losses, shape [B]."""
+        """Per-sample losses, shape [B]; a TaskError when the Task's loss returns anything
+        else (checked on every call: attribute reads only, also under vmap)."""
         swapped = {_PREFIX + n: t for n, t in params.items()}
         out = functional_call(self.module, swapped, (batch,), strict=False,
                               tie_weights=self.tied)
-        if out.ndim != 1:
-            raise ValueError(
-                f"Task.loss must return per-sample losses of shape [B], got shape {tuple(out.shape)}"
-            )
+        if not isinstance(out, torch.Tensor) or out.ndim != 1 or not out.is_floating_point():
+            raise TaskError(f"Task.loss returned {describe_loss(out)}: it must return one "
+                            "float per sample, a float tensor of shape [B] (reduction='none')")
         return out
 
     def eval_losses(self, params: Mapping[str, torch.Tensor], batch: Any) -> torch.Tensor:
@@ -93,6 +94,21 @@ class FunctionalLoss:
             loss = self.mean_loss(leaves, batch)
             grads = torch.autograd.grad(loss, list(leaves.values()))
         return dict(zip(leaves, grads, strict=True)), loss.detach()
+
+
+def describe_loss(out: Any) -> str:
+    """What a loss function returned, for an error message: type, shape and dtype."""
+    if not isinstance(out, torch.Tensor):
+        return f"a {type(out).__name__}, not a tensor"
+    what = "a scalar (0-d) tensor" if out.ndim == 0 else f"a tensor of shape {tuple(out.shape)}"
+    return f"{what} of dtype {str(out.dtype).removeprefix('torch.')}"
+
+
+def check_loss_count(losses: torch.Tensor, expected: int, what: str) -> None:
+    """A TaskError when the losses of ``expected`` samples (``what``) are not ``expected``."""
+    if losses.numel() != expected:
+        raise TaskError(f"Task.loss returned {losses.numel()} losses for {expected} {what}: "
+                        "it must return one float per sample of the batch")
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
