@@ -172,12 +172,20 @@ def _ignorable(entry: Path) -> bool:
 def check_existing_run(config: Config, fingerprints: Mapping[str, str]) -> RunStore | None:
     """Validate an existing run directory against this config; None when it is new.
 
-    Refuses (RunDirError, nothing written) a directory that is not a run, a run
-    whose draw-changing keys differ, or one made from a different model or eval set.
+    Refuses (RunDirError, nothing written) an output that is a file (or lies under one),
+    a directory that is not a run, a run whose draw-changing keys differ, or one made
+    from a different model or eval set.
     """
     run = RunDir(config.run_dir)
     if not run.path.exists():
+        above = next((p for p in run.path.absolute().parents if p.exists()), None)
+        if above is not None and not above.is_dir():
+            raise RunDirError(f"output {str(run.path)!r} lies under {str(above)!r}, which is a "
+                              "file, not a directory: choose another output")
         return None
+    if not run.path.is_dir():
+        raise RunDirError(f"output {str(run.path)!r} is an existing file, not a directory: "
+                          "choose another output")
     if not run.has_store():
         if any(not _ignorable(entry) for entry in run.path.iterdir()):
             raise RunDirError(

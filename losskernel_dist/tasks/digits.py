@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from losskernel_dist.errors import MissingFileError
+from losskernel_dist.errors import MissingFileError, TaskError
 from losskernel_dist.task import Task
 
 N_CLASSES = 10
@@ -76,7 +76,7 @@ def split_train(labels: np.ndarray, train_fraction: float, seed: int) -> np.ndar
     given ``seed``.
     """
     if not 0.0 < float(train_fraction) <= 1.0:
-        raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction!r}")
+        raise TaskError(f"train_fraction must be in (0, 1], got {train_fraction!r}")
     rng = np.random.default_rng([int(seed), 0])
     chosen = []
     for c in np.unique(labels):
@@ -95,7 +95,7 @@ def flip_labels(
     a flipped label never equals the true one.
     """
     if not 0.0 <= float(flip_fraction) < 1.0:
-        raise ValueError(f"flip_fraction must be in [0, 1), got {flip_fraction!r}")
+        raise TaskError(f"flip_fraction must be in [0, 1), got {flip_fraction!r}")
     labels = np.asarray(labels, dtype=np.int64)
     rng = np.random.default_rng([int(seed), 1])
     n_flip = round(float(flip_fraction) * len(labels))
@@ -226,6 +226,10 @@ def train_digits(
 # --------------------------------------------------------------------- checkpoint
 
 
+_NOT_A_CHECKPOINT = ("task.args.checkpoint must be a file written by 'python -m "
+                     "losskernel_dist.tasks.digits --out PATH' (or leave it out for the shipped one)")
+
+
 def load_checkpoint(checkpoint: str | Path | None = None) -> dict[str, Any]:
     """Read a checkpoint written by ``train_digits`` (default: the shipped one).
 
@@ -240,9 +244,11 @@ def load_checkpoint(checkpoint: str | Path | None = None) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
-        raise ValueError(f"cannot read digits checkpoint {path}: {exc}") from exc
+        raise TaskError(f"cannot read digits checkpoint {path} ({type(exc).__name__}; "
+                        f"--debug shows why): {_NOT_A_CHECKPOINT}") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a digits-task checkpoint (format {CHECKPOINT_FORMAT!r})")
+        raise TaskError(f"{path} is not a digits-task checkpoint (format {CHECKPOINT_FORMAT!r}): "
+                        f"{_NOT_A_CHECKPOINT}")
     return ckpt
 
 
@@ -266,8 +272,12 @@ def build(
     samples are training samples with their noisy labels.
     """
     ckpt = load_checkpoint(checkpoint)
-    model = DigitsMLP(**ckpt["model"])
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        model = DigitsMLP(**ckpt["model"])
+        model.load_state_dict(ckpt["state_dict"])
+    except (TypeError, KeyError, ValueError, RuntimeError) as exc:  # its content, not the code
+        raise TaskError(f"digits checkpoint {checkpoint or DEFAULT_CHECKPOINT} holds no digits "
+                        f"model ({type(exc).__name__}): {_NOT_A_CHECKPOINT}") from exc
     model.eval()
     x, y = load_digit_arrays()
     split = ckpt["split"]
@@ -275,7 +285,7 @@ def build(
     noisy = split["noisy_label"].numpy()
     flipped = split["flipped"].numpy()
     if np.any((flipped == 1) == (noisy == y[train_idx])):
-        raise ValueError("checkpoint's flipped mask does not match its noisy labels; "
+        raise TaskError("checkpoint's flipped mask does not match its noisy labels; "
                          "is this load_digits the one it was trained on?")
     n_train = len(train_idx)
     if n_eval is None:
@@ -284,7 +294,8 @@ def build(
         if isinstance(n_eval, bool) or not isinstance(n_eval, (int, np.integer)) or not (
             2 <= n_eval <= n_train
         ):
-            raise ValueError(f"n_eval must be an integer in 2..{n_train}, got {n_eval!r}")
+            raise TaskError(f"task.args.n_eval must be an integer in 2..{n_train} (or left out "
+                            f"for the whole training set), got {n_eval!r}")
         rng = np.random.default_rng([int(eval_seed), 2])
         chosen = np.sort(rng.choice(n_train, size=int(n_eval), replace=False))
     pixels = torch.from_numpy(x[train_idx])

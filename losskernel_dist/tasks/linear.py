@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from ..errors import TaskError
 from ..task import Task
 
 
@@ -27,7 +28,7 @@ def make_data(
 ) -> dict[str, np.ndarray]:
     """Train and eval features/targets (float64), and each eval sample's block."""
     if dim % blocks:
-        raise ValueError(f"dim={dim} must be divisible by blocks={blocks}")
+        raise TaskError(f"task.args: dim={dim} must be divisible by blocks={blocks}")
     rng = np.random.default_rng(seed)
     w_true = rng.normal(size=dim)
 
@@ -58,6 +59,11 @@ def build(
     loss_scale: float = 1.0,
 ) -> Task:
     """The linear task; w* is the least-squares fit. ``loss_scale`` multiplies every loss."""
+    for key, value in (("n", n), ("n_eval", n_eval), ("dim", dim), ("blocks", blocks)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise TaskError(f"task.args.{key} must be an integer >= 1, got {value!r}")
+    if dtype not in ("float32", "float64"):
+        raise TaskError(f"task.args.dtype must be float32 or float64, got {dtype!r}")
     data = make_data(n, n_eval, dim, blocks, noise_std, seed)
     tdtype = getattr(torch, dtype)
     w_star = np.linalg.lstsq(data["x"], data["y"], rcond=None)[0]

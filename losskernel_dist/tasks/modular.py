@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from losskernel_dist.errors import MissingFileError
+from losskernel_dist.errors import MissingFileError, TaskError
 from losskernel_dist.task import Task
 
 DEFAULT_P = 97
@@ -62,7 +62,7 @@ def vocab_size(p: int) -> int:
 def _check_prime(p: int) -> None:
     """Division needs every nonzero b to be invertible mod p, i.e. p prime."""
     if not isinstance(p, int) or p < 2 or any(p % d == 0 for d in range(2, math.isqrt(p) + 1)):
-        raise ValueError(f"p must be a prime >= 2 (division needs inverses mod p), got {p!r}")
+        raise TaskError(f"p must be a prime >= 2 (division needs inverses mod p), got {p!r}")
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ def split_pairs(pairs: ModularPairs, train_fraction: float, seed: int) -> Tensor
     same fraction of their pairs. Deterministic given ``seed``.
     """
     if not 0.0 < float(train_fraction) <= 1.0:
-        raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction!r}")
+        raise TaskError(f"train_fraction must be in (0, 1], got {train_fraction!r}")
     generator = torch.Generator().manual_seed(int(seed))
     mask = torch.zeros(len(pairs), dtype=torch.bool)
     for op in range(len(OPERATIONS)):
@@ -150,12 +150,15 @@ def sample_eval_indices(
     all pairs, only training pairs, or only held-out pairs.
     """
     if eval_from not in EVAL_POOLS:
-        raise ValueError(f"eval_from must be one of {EVAL_POOLS}, got {eval_from!r}")
+        raise TaskError(f"task.args.eval_from must be one of {', '.join(EVAL_POOLS)}, "
+                        f"got {eval_from!r}")
     if isinstance(n_eval, bool) or not isinstance(n_eval, (int, np.integer)) or n_eval < 2:
-        raise ValueError(f"n_eval must be a positive even integer, got {n_eval!r}")
+        raise TaskError(f"task.args.n_eval must be an even integer >= 2 (half addition, half "
+                        f"division), got {n_eval!r}: set it to an even number of samples")
     if n_eval % 2:
-        raise ValueError(
-            f"n_eval must be even (drawn equally from addition and division), got {n_eval}"
+        raise TaskError(
+            f"task.args.n_eval must be even (drawn equally from addition and division), "
+            f"got {n_eval}: use {n_eval - 1} or {n_eval + 1}"
         )
     per_op = int(n_eval) // 2
     generator = _eval_generator(int(eval_seed))
@@ -168,8 +171,8 @@ def sample_eval_indices(
             pool &= ~in_train
         idx = torch.nonzero(pool).squeeze(1)
         if per_op > len(idx):
-            raise ValueError(
-                f"n_eval={n_eval} needs {per_op} {name} samples but the {eval_from!r} pool "
+            raise TaskError(
+                f"task.args.n_eval={n_eval} needs {per_op} {name} samples but the {eval_from!r} pool "
                 f"has only {len(idx)} (largest allowed n_eval here: "
                 f"{2 * _smallest_pool(pairs, in_train, eval_from)})"
             )
@@ -215,7 +218,7 @@ class DecoderBlock(nn.Module):
     def __init__(self, d_model: int, n_heads: int, d_mlp: int) -> None:
         super().__init__()
         if d_model % n_heads:
-            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+            raise TaskError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
         self.n_heads = n_heads
         self.ln1 = nn.LayerNorm(d_model)
         self.query = nn.Linear(d_model, d_model)
@@ -329,6 +332,14 @@ def modular_loss(model: nn.Module, batch: Any) -> Tensor:
 # --------------------------------------------------------------------- checkpoint
 
 
+_NOT_A_CHECKPOINT = ("task.args.checkpoint must be a file written by 'losskernel train-modular "
+                     "--out PATH' (or leave it out for the shipped one)")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [""])[0]
+
+
 def load_checkpoint(checkpoint: str | Path | None = None) -> dict[str, Any]:
     """Read a checkpoint written by ``train_modular`` (default: the shipped one).
 
@@ -347,20 +358,28 @@ def load_checkpoint(checkpoint: str | Path | None = None) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
-        raise ValueError(f"cannot read modular checkpoint {path}: {exc}") from exc
+        raise TaskError(f"cannot read modular checkpoint {path} ({type(exc).__name__}; "
+                        f"--debug shows why): {_NOT_A_CHECKPOINT}") from exc
     if not isinstance(ckpt, dict):
-        raise ValueError(f"{path} is not a modular-task checkpoint (not a dict)")
+        raise TaskError(f"{path} is not a modular-task checkpoint (not a dict): "
+                        f"{_NOT_A_CHECKPOINT}")
     missing = [k for k in ("model", "state_dict", "p", "split") if k not in ckpt]
     if missing:
-        raise ValueError(f"{path} is not a modular-task checkpoint (missing keys {missing})")
+        raise TaskError(f"{path} is not a modular-task checkpoint (missing keys {missing}): "
+                        f"{_NOT_A_CHECKPOINT}")
     ckpt["path"] = str(path)
     return ckpt
 
 
 def model_from_checkpoint(ckpt: dict[str, Any]) -> ModularTransformer:
     """Rebuild the model from its stored hyperparameters and weights, in eval mode."""
-    model = ModularTransformer(**ckpt["model"])
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        model = ModularTransformer(**ckpt["model"])
+        model.load_state_dict(ckpt["state_dict"])
+    except (TypeError, KeyError, ValueError, RuntimeError) as exc:  # its content, not the code
+        raise TaskError(f"{ckpt.get('path', 'the checkpoint')} holds no modular-task model "
+                        f"({type(exc).__name__}: {_first_line(exc)}): {_NOT_A_CHECKPOINT}"
+                        ) from exc
     return model.eval()
 
 
@@ -372,7 +391,7 @@ def train_mask_from_checkpoint(ckpt: dict[str, Any], pairs: ModularPairs) -> Ten
         return split_pairs(pairs, split["train_fraction"], split["seed"])
     mask = torch.as_tensor(mask, dtype=torch.bool)
     if mask.shape != (len(pairs),):
-        raise ValueError(
+        raise TaskError(
             f"checkpoint train_mask has shape {tuple(mask.shape)}, expected ({len(pairs)},) "
             f"for p={pairs.p}"
         )
