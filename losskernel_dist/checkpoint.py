@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint_meta import chain_path, remove_sidecar, sidecar_step, write_sidecar
+from .fsio import fsync_path
 
 
 @dataclass
@@ -35,13 +36,6 @@ class ChainState:
     params: dict[str, torch.Tensor]
     fingerprint: str
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def params_checksum(chain: int, step: int, fingerprint: str,
@@ -84,7 +78,7 @@ def save_chain(directory: Path, state: ChainState) -> Path:
     if path.exists():
         os.replace(path, path.with_suffix(".prev"))
     os.replace(tmp, path)
-    _fsync_dir(directory)
+    fsync_path(directory)
     write_sidecar(directory, state.chain, state.step, state.fingerprint)
     return path
 
@@ -168,7 +162,7 @@ def restore(
         os.replace(prev, path)  # atomically drops the rejected or unreadable current file
         changed = True
     if changed:
-        _fsync_dir(directory)
+        fsync_path(directory)
     if chosen is not None and sidecar_step(directory, chain) != chosen[1].step:
         state = chosen[1]  # a promoted .prev, or a checkpoint written before sidecars
         write_sidecar(directory, chain, state.step, state.fingerprint)

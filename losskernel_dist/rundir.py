@@ -2,7 +2,7 @@
 
     RUN_DIR/
       config.yaml        the resolved config (rewritten on every resume)
-      store.zarr/        the Zarr v3 store (store.py owns what is inside)
+      store.zarr/        the Zarr v3 store (store/ owns what is inside)
       checkpoints/       chain state for resume (checkpoint.py owns the files)
       locks/             per-chain locks of the live writers (locks.py)
       analysis/          metrics.json, figures, index.html (the report)
@@ -31,6 +31,7 @@ import yaml
 
 from .config import Config, config_from_dict, differing_draw_keys, draw_keys, dump_config
 from .errors import RunDirError, StoreError
+from .fsio import fsync_path
 from .sampler.schedule import StepSchedule
 from .store import RunStore
 
@@ -48,13 +49,6 @@ CALIBRATION_NAME = "calibration"
 DEVELOPMENT_NAME = "development"
 SLURM_NAME = "slurm"
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -77,7 +71,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 def atomic_write(path: str | Path, data: str | bytes) -> Path:
@@ -240,7 +234,7 @@ def create_run(config: Config, task: Task, fingerprints: Mapping[str, str]) -> R
         extra_attrs={"fingerprints": dict(fingerprints), "n_train": task.n_train},
     )
     os.replace(tmp, run.store)
-    _fsync_dir(run.path)
+    fsync_path(run.path)
     run.write_config(config)
     return run.open_store(mode="r+")
 

@@ -21,6 +21,7 @@ import numpy as np
 import zarr
 
 from ..errors import StoreError
+from ..fsio import fsync_path
 from .analysis import AnalysisOutputs
 from .damage import LossDamage
 from .kernel import Kernel
@@ -317,11 +318,3 @@ class RunStore(LossDamage, Reference, Kernel, StreamNeighbours, AnalysisOutputs)
         sub = self.group["attributes"]
         return {name: np.asarray(arr[...]) for name, arr in sub.arrays()}
 
-
-def fsync_path(path: Path) -> None:
-    """fsync a file or a directory (its entries) by path."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -53,7 +53,8 @@ from .import_graph import (
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("errors", ("errors",)),
-    ("foundations", ("config", "config.*", "rng", "fingerprint", "distributed", "locks")),
+    ("foundations", ("config", "config.*", "rng", "fingerprint", "distributed", "locks",
+                     "fsio")),
     ("task", ("task", "tasks", "tasks.*")),
     ("sampler", ("sampler", "sampler.*")),
     ("store", ("store", "store.*")),
