@@ -24,6 +24,11 @@ from ..rundir import atomic_path  # noqa: E402
 
 DPI = 110
 MAX_LEGEND = 20
+# A category is rare when it holds under this share of the samples and under a fifth of
+# the largest category: its points are drawn last (on top) and larger, with an outline,
+# so that a few samples are not lost under the majority's dots.
+RARE_SHARE = 0.05
+RARE_SIZE = 4.0  # marker area factor of rare points
 
 
 def save_figure(fig: Any, path: Path) -> Path:
@@ -55,18 +60,45 @@ def colour_spec(
         if uniq.size <= MAX_LEGEND:
             cmap = plt.get_cmap("tab10" if uniq.size <= 10 else "tab20")
             colours = cmap(codes)
-            legend = [(label[c], cmap(c)) for c in range(uniq.size)]
+            counts, rare = np.bincount(codes), rare_categories(codes)
+            legend = [(f"{label[c]} ({counts[c]}{', on top' if rare[c] else ''})", cmap(c))
+                      for c in range(uniq.size)]
         else:  # too many for a legend: a hue per category
             cmap = plt.get_cmap("hsv")
             colours = cmap(codes / (uniq.size - 1))
             legend = []
-        return {"colours": colours, "legend": legend, "colorbar": None}
+        return {"colours": colours, "legend": legend, "colorbar": None, "codes": codes}
     values = values.astype(np.float64)
     cmap = plt.get_cmap("turbo" if kind == "order" else "viridis")
     lo, hi = np.nanmin(values), np.nanmax(values)
     norm = matplotlib.colors.Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1)
     return {"colours": cmap(norm(values)), "legend": [],
-            "colorbar": matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)}
+            "colorbar": matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), "codes": None}
+
+
+def rare_categories(codes: np.ndarray) -> np.ndarray:
+    """Per category code: True when it is rare (RARE_SHARE of the samples, a fifth of the
+    largest category)."""
+    counts = np.bincount(np.asarray(codes))
+    return (counts > 0) & (counts < RARE_SHARE * counts.sum()) & (counts < 0.2 * counts.max())
+
+
+def draw_order(spec: Mapping[str, Any], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The order to draw points in, and each drawn point's marker area factor and outline width.
+
+    Random order (no colour always on top), except that the rare categories come last,
+    from the largest to the smallest, so the rarest lie on top; their points are
+    RARE_SIZE times larger and outlined.
+    """
+    order = np.random.default_rng(0).permutation(n)
+    codes = spec.get("codes")
+    if codes is None:
+        return order, np.ones(n), np.zeros(n)
+    counts, rare_level = np.bincount(codes), rare_categories(codes)
+    key = np.where(rare_level, n + 1 - counts, 0)  # common: 0, keeping the random order
+    order = order[np.argsort(key[codes[order]], kind="stable")]
+    rare = rare_level[codes[order]]
+    return order, np.where(rare, RARE_SIZE, 1.0), np.where(rare, 0.4, 0.0)
 
 
 def _decorate(fig: Any, ax: Any, spec: dict, colour_title: str) -> None:
@@ -86,9 +118,9 @@ def _point_size(n: int) -> float:
 def scatter_2d(coords: np.ndarray, spec: dict, title: str, colour_title: str, path: Path) -> Path:
     """A 2-D map, one dot per sample."""
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
-    order = np.random.default_rng(0).permutation(len(coords))  # no colour always on top
+    order, size, edge = draw_order(spec, len(coords))
     ax.scatter(coords[order, 0], coords[order, 1], c=spec["colours"][order],
-               s=_point_size(len(coords)), linewidths=0)
+               s=_point_size(len(coords)) * size, linewidths=edge, edgecolors="black")
     ax.set_title(title, fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -99,11 +131,12 @@ def scatter_2d(coords: np.ndarray, spec: dict, title: str, colour_title: str, pa
 def scatter_3d(coords: np.ndarray, spec: dict, title: str, colour_title: str, path: Path) -> Path:
     """Three orbit views of a 3-D map."""
     fig = plt.figure(figsize=(12, 4.2))
-    order = np.random.default_rng(0).permutation(len(coords))
+    order, size, edge = draw_order(spec, len(coords))
     for k, azim in enumerate((30, 150, 270)):
         ax = fig.add_subplot(1, 3, k + 1, projection="3d")
         ax.scatter(coords[order, 0], coords[order, 1], coords[order, 2],
-                   c=spec["colours"][order], s=_point_size(len(coords)), linewidths=0)
+                   c=spec["colours"][order], s=_point_size(len(coords)) * size,
+                   linewidths=edge, edgecolors="black", depthshade=False)
         ax.view_init(elev=20, azim=azim)
         ax.set_xticks([])
         ax.set_yticks([])
