@@ -17,6 +17,9 @@ import numpy as np
 from . import plots
 
 IMAGE_ATTRIBUTE = "image"
+# Each sample's text (Task.describe, stored by the run; task.TEXT_ATTRIBUTE, which the
+# analysis cannot import: the task layer imports torch).
+TEXT_ATTRIBUTE = "text"
 
 
 def as_display(images: np.ndarray) -> np.ndarray:

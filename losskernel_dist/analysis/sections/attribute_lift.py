@@ -15,7 +15,7 @@ from ..attributes import attribute_lift as lift_among
 from ..attributes import discrete_attributes
 from ..registry import analysis
 from ..section import Section
-from ..thumbnails import IMAGE_ATTRIBUTE
+from ..thumbnails import IMAGE_ATTRIBUTE, TEXT_ATTRIBUTE
 from .colour_groups import ColourGroupsSection
 from .neighbours import NeighboursSection
 
@@ -38,7 +38,7 @@ def attribute_lift(settings: AnalysisConfig, attributes: Mapping[str, np.ndarray
                    neighbours: NeighboursSection) -> AttributeLiftSection:
     """Lift among the k neighbours in the lists (of another label when they exclude it)."""
     candidates = {k: v for k, v in colour_groups.attributes_with(attributes).items()
-                  if k != IMAGE_ATTRIBUTE}
+                  if k not in (IMAGE_ATTRIBUTE, TEXT_ATTRIBUTE)}
     usable, not_used = discrete_attributes(candidates, labels, settings.attribute_max_levels)
     if not usable:
         return AttributeLiftSection(skipped={NAME: "no discrete attribute (" + (
