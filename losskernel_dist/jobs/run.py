@@ -24,6 +24,9 @@ from ..config import Config
 from ..rundir import RunDir
 from ..store import RunStore
 
+# The interactive explorer's data (written by the analysis) and page (by the report).
+EXPLORER_FILES = ("explorer.json", "explorer.html")
+
 
 @dataclass
 class RunOutcome:
@@ -80,18 +83,25 @@ def drop_stale_analysis(run: RunDir) -> None:
     nothing (``info``, ``Run.metrics``, a browser) shows numbers of another kernel."""
     run.metrics_file.unlink(missing_ok=True)
     run.report_file.unlink(missing_ok=True)
+    for name in EXPLORER_FILES:
+        (run.analysis / name).unlink(missing_ok=True)
 
 
 def analyze_run_dir(run_dir: str | Path, allow_stale: bool = False) -> dict[str, Any]:
-    """Analyse a reduced run (``losskernel analyze``): metrics and figures (the analysis
-    layer), then the HTML report of them (the report layer, above it)."""
+    """Analyse a reduced run (``losskernel analyze``): metrics, figures and the explorer's
+    data (the analysis layer), then the HTML report and the explorer page of them (the
+    report layer, above it)."""
     from ..analysis.pipeline import analyze_run
+    from ..report.explorer import write_explorer
     from ..report.html import write_report
 
     run = RunDir(Path(run_dir))
     metrics = analyze_run(run.path, allow_stale=allow_stale)
     write_report(run.report_file, metrics, run.read_config_dict(), run.analysis,
                  parts=[tuple(part) for part in metrics.get("report_sections", [])])
+    if write_explorer(metrics, run.analysis) is None:  # none now: drop an earlier one
+        for name in EXPLORER_FILES:
+            (run.analysis / name).unlink(missing_ok=True)
     return metrics
 
 

@@ -102,7 +102,22 @@ def maps_part(metrics: Mapping[str, Any], folder: Path) -> str:
                if maps.get("same_label_edges_removed") else "") + "</p>")
     if s2.get("note"):
         text += f'<p class="warn">{escape(s2["note"])}</p>'
-    return text + figures_for(metrics, "maps", folder)
+    return text + explorer_link(metrics) + figures_for(metrics, "maps", folder)
+
+
+def explorer_link(metrics: Mapping[str, Any]) -> str:
+    """A paragraph linking the interactive explorer page beside the report, if there is one."""
+    info = metrics.get("explorer")
+    if not info:
+        return ""
+    thinned = (f" To stay small enough to open it embeds {escape('; '.join(info['thinned']))}."
+               if info.get("thinned") else "")
+    return (f'<p class="ok"><a href="{escape(info["page"])}"><b>Open the interactive explorer'
+            f"</b></a> ({escape(info['page'])} beside this report, offline like it): every one "
+            f"of the {fmt_value(info['n'])} samples on the 2-D map, coloured by any of "
+            f"{len(info['colourings'])} colourings; hover a point to see the sample, click it "
+            f"to list its {info.get('neighbours_k', 0)} nearest neighbours, search by index or "
+            f"text.{thinned}</p>")
 
 
 def picture_part(metrics: Mapping[str, Any], folder: Path) -> str:
