@@ -17,6 +17,7 @@ from .choices import (
     KernelKind,
     NeighboursMetric,
     ReduceEngine,
+    ReduceScheduler,
     WordnetMode,
 )
 from .keys import (
@@ -66,6 +67,7 @@ __all__ = [
     "KernelDtype",
     "KernelKind",
     "NeighboursMetric",
+    "ReduceScheduler",
     "ReduceConfig",
     "ReduceEngine",
     "SamplerConfig",

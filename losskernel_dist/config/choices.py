@@ -7,6 +7,7 @@ Device names (``cuda:1``) are open-ended and stay plain strings.
 
 from __future__ import annotations
 
+from ..errors import ConfigError
 from .base import Choice
 
 
@@ -46,6 +47,33 @@ class KernelKind(Choice):
     DENSE = "dense"
     NEIGHBOURS = "neighbours"
     BOTH = "both"
+
+
+class ReduceScheduler(Choice):
+    """reduce.scheduler: where the reduce's tile graph runs (besides a scheduler address)."""
+
+    THREADS = "threads"  # dask's threaded scheduler in this process
+    LOCAL = "local"  # a distributed.LocalCluster of worker processes on this node
+    SLURM = "slurm"  # a dask_jobqueue.SLURMCluster: workers are SLURM jobs
+
+    @classmethod
+    def parse_setting(cls, value: object, key: str) -> ReduceScheduler | str:
+        """A member, or the address of a running dask scheduler (``tcp://host:port``,
+        ``tls://host:port``) kept as a plain string; a ConfigError naming ``key``."""
+        if isinstance(value, str) and value.startswith(ADDRESS_PREFIXES):
+            host, _, port = value.split("://", 1)[1].rpartition(":")
+            if host and port.isdigit():
+                return value
+            raise ConfigError(f"{key}: expected a scheduler address like tcp://host:8786, "
+                              f"got {value!r}")
+        try:
+            return cls(value)
+        except (ValueError, TypeError):
+            raise ConfigError(f"{key}: expected {cls.allowed()} or a scheduler address "
+                              f"(tcp://host:port), got {value!r}") from None
+
+
+ADDRESS_PREFIXES = ("tcp://", "tls://")
 
 
 class NeighboursMetric(Choice):

@@ -27,6 +27,7 @@ from .choices import (
     KernelKind,
     NeighboursMetric,
     ReduceEngine,
+    ReduceScheduler,
     WordnetMode,
 )
 from .workflow import CalibrateConfig, DevelopmentConfig, SlurmConfig
@@ -146,10 +147,36 @@ class ReduceConfig(Section):
     cache_gb: float = described(
         "keep the centred draws (M x N float64) in host memory when they fit in this many GB "
         "(dask engine: dense and neighbours); otherwise re-read them from the store for every "
-        "tile or row block. A SLURM reduce job keeps at most half its slurm.reduce_mem_gb",
+        "tile or row block. A SLURM reduce job keeps at most half its slurm.reduce_mem_gb, "
+        "a dask worker at most half its reduce.worker_mem_gb",
         4.0)
+    scheduler: str = described(
+        "where the dask engine's tiles (and neighbour row blocks) run: 'threads' (this "
+        "process), 'local' (a distributed.LocalCluster of reduce.workers processes), 'slurm' "
+        "(a dask-jobqueue SLURMCluster of reduce.workers SLURM jobs, slurm.partition and "
+        "slurm.extra's account) or the address of a running scheduler (tcp://host:port)",
+        "threads")
+    workers: int = described(
+        "worker processes of a 'local' cluster, worker jobs of a 'slurm' one", 2)
+    worker_cores: int = described("threads of each worker (CPUs of each worker job)", 1)
+    worker_mem_gb: float = described(
+        "memory limit of each worker (memory of each worker job), in GB", 4.0)
+    worker_walltime_min: int = described(
+        "time limit of each SLURM worker job, in minutes; a worker retires a little before "
+        "it and a new job replaces it", 60)
 
     def check(self) -> None:
+        self.scheduler = ReduceScheduler.parse_setting(self.scheduler, "reduce.scheduler")
+        positive_int("reduce.workers", self.workers)
+        positive_int("reduce.worker_cores", self.worker_cores)
+        if not self.worker_mem_gb > 0:
+            raise ConfigError(f"reduce.worker_mem_gb: must be > 0, got {self.worker_mem_gb}")
+        positive_int("reduce.worker_walltime_min", self.worker_walltime_min)
+        if self.scheduler != ReduceScheduler.THREADS and self.engine == ReduceEngine.TORCH:
+            raise ConfigError(
+                f"reduce.scheduler: {self.scheduler} runs the dask engine's tiles on workers; "
+                "reduce.engine torch runs in this process: set reduce.engine to dask or auto, "
+                "or reduce.scheduler to threads")
         positive_int("reduce.block_size", self.block_size)
         positive_int("reduce.neighbours_k", self.neighbours_k)
         nonneg_int("reduce.neighbours_bottom_k", self.neighbours_bottom_k)

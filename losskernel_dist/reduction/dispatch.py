@@ -6,7 +6,10 @@ says what is written: the dense N x N kernel, the streamed top-k neighbour lists
 (``topk.py``, always the CPU dask engine), or both, dense first. Every caller
 (``losskernel reduce``, ``run``, the SLURM reduce job, development, calibrate,
 the Python API) comes through ``reduce_with_config``, so a setting in the
-config is never silently replaced by a library default.
+config is never silently replaced by a library default. ``reduce.scheduler``
+says where the dask engine's tasks run (``cluster.py``): one cluster is opened
+for the whole reduce, dense and neighbours, and closed after it; a cluster always
+runs the dask engine (``auto`` then means dask).
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import importlib.util
 import os
 from pathlib import Path
 
-from ..config import Config, ReduceConfig
+from ..config import Config, ReduceConfig, ReduceScheduler
 from ..store import RunStore
+from .cluster import ReduceCluster, open_cluster
 from .kernel import ReduceReport, reduce_store
 from .topk import NeighboursReport, reduce_neighbours
 
@@ -56,29 +60,34 @@ def reduce_with_config(
     report, or the neighbours report when only those were computed.
     """
     settings = config.reduce
-    dense = None
-    if settings.kernel in ("dense", "both"):
-        dense = _reduce_dense(store, settings, allow_partial, progress)
-    if settings.kernel == "dense":
-        return dense
-    report = reduce_neighbours(
-        store, k=settings.neighbours_k, k_bottom=settings.neighbours_bottom_k,
-        metric=settings.neighbours_metric,
-        exclude_same_label=config.analysis.exclude_same_label,
-        block_size=settings.block_size, threads=settings.threads, allow_partial=allow_partial,
-        write_moments=dense is None, cache_bytes=int(settings.cache_gb * 2**30),
-        progress=progress,
-    )
+    log_dir = (Path(config.slurm.folder) if config.slurm.folder
+               else store.path.parent / "slurm") / "dask-workers"
+    with open_cluster(settings, config.slurm, log_dir, announce=progress) as cluster:
+        dense = None
+        if settings.kernel in ("dense", "both"):
+            dense = _reduce_dense(store, settings, allow_partial, progress, cluster)
+        if settings.kernel == "dense":
+            return dense
+        report = reduce_neighbours(
+            store, k=settings.neighbours_k, k_bottom=settings.neighbours_bottom_k,
+            metric=settings.neighbours_metric,
+            exclude_same_label=config.analysis.exclude_same_label,
+            block_size=settings.block_size, threads=settings.threads,
+            allow_partial=allow_partial, write_moments=dense is None,
+            cache_bytes=int(settings.cache_gb * 2**30), progress=progress, cluster=cluster,
+        )
     return dense if dense is not None else report
 
 
 def _reduce_dense(
-    store: RunStore, settings: ReduceConfig, allow_partial: bool, progress: bool
+    store: RunStore, settings: ReduceConfig, allow_partial: bool, progress: bool,
+    cluster: ReduceCluster | None,
 ) -> ReduceReport:
-    """The dense kernel with the configured engine."""
+    """The dense kernel with the configured engine (dask on a cluster)."""
     engine = settings.engine
     if engine == "auto":
-        engine = "torch" if settings.device != "cpu" and _cuda_available() else "dask"
+        engine = ("torch" if settings.scheduler == ReduceScheduler.THREADS
+                  and settings.device != "cpu" and _cuda_available() else "dask")
     if engine == "torch":
         from .tiled import reduce_store_torch
 
@@ -89,5 +98,5 @@ def _reduce_dense(
     return reduce_store(
         store, block_size=settings.block_size, dtype=settings.dtype, threads=settings.threads,
         allow_partial=allow_partial, cache_bytes=int(settings.cache_gb * 2**30),
-        progress=progress,
+        progress=progress, cluster=cluster,
     )

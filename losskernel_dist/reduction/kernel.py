@@ -21,6 +21,13 @@ float64) are kept in memory when they fit in ``cache_bytes`` (the common case:
 M is hundreds to thousands of draws); otherwise each task re-reads its two
 column blocks (K^2 block reads for K = N / B blocks).
 
+The tile tasks (``tiles.py``) run on dask's threaded scheduler here or on the
+workers of a dask cluster (``reduce.scheduler``: ``cluster.py``), which read the
+draws from the store and write their tiles into it themselves; the graph and
+the bits are the same. Each finished tile is flagged in ``kernel/done``, so a
+reduce that was killed, preempted or lost its workers resumes with the tiles
+not yet done (same draws and settings), and a rerun of a finished one recomputes.
+
 Peak memory, with P dask threads, M rows, block width B (bytes):
 
     cached draws  M * N * 8                 when <= cache_bytes (else 0)
@@ -34,11 +41,14 @@ independent of N**2.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import dask
 import numpy as np
@@ -49,13 +59,23 @@ from tqdm.auto import tqdm
 from ..config import KernelDtype, config_default
 from ..errors import IncompleteRunError
 from ..store import SAMPLE_CHUNK, RunStore
+from .tiles import (  # noqa: F401 (transposed and FLOAT32_SCALE_LIMIT: imported from here)
+    FLOAT32_SCALE_LIMIT,
+    CentredColumns,
+    TilePlan,
+    missing_tiles,
+    read_column_block,
+    tile_task,
+    transposed,
+)
 from .usable import UsableDraws, usable_draws
+
+if TYPE_CHECKING:
+    from .cluster import ReduceCluster
 
 TILE_KEY = "kernel-tile-"  # dask key prefix of the tile tasks
 DEFAULT_CACHE_BYTES = int(config_default("reduce.cache_gb") * 2**30)  # 4 GiB
 STATS_SLICE = 512  # columns converted to float64 at a time in pass 1
-# float32 scaling of a correlation tile under/overflows when 1/(sd_i sd_j) exceeds this
-FLOAT32_SCALE_LIMIT = 1e30
 
 
 
@@ -68,6 +88,10 @@ class ReduceReport:
     partial: bool
     seconds: float
     excluded: dict[str, list[int]] = field(default_factory=dict)
+    tiles: int = 0  # upper-triangle tiles of the kernel (dask engine)
+    tiles_resumed: int = 0  # of them, done by an earlier, interrupted reduce
+    tile_seconds: float = 0.0  # time of the tile phase (pass 2)
+    scheduler: dict[str, Any] = field(default_factory=dict)  # where the tasks ran
 
     def as_attrs(self) -> dict:
         return {
@@ -78,14 +102,19 @@ class ReduceReport:
             "partial": self.partial,
             "seconds": round(self.seconds, 3),
             "excluded": self.excluded,
+            "tiles": self.tiles,
+            "tiles_resumed": self.tiles_resumed,
+            "tile_seconds": round(self.tile_seconds, 3),
+            **self.scheduler,
         }
 
 
 def record_report(
     store: RunStore, engine: str, m: int, used_chains: list[int], n: int, block: int,
-    excluded: dict, t0: float, usable_digest: str = "",
+    excluded: dict, t0: float, usable_digest: str = "", **done: Any,
 ) -> ReduceReport:
-    """What a reduce used, stored in the group attributes (``reduce``) and returned."""
+    """What a reduce used, stored in the group attributes (``reduce``) and returned;
+    ``done`` adds what the dask engine did (tiles, tiles_resumed, tile_seconds, scheduler)."""
     report = ReduceReport(
         draws_used=m,
         chains_used=used_chains,
@@ -94,6 +123,7 @@ def record_report(
         partial=bool(excluded["failed_chains"] or excluded["not_done"]),
         seconds=time.perf_counter() - t0,
         excluded=excluded,
+        **done,
     )
     store.set_reduce_record({**report.as_attrs(), "engine": engine,
                              "usable_digest": usable_digest})
@@ -158,13 +188,6 @@ def select_rows(store: RunStore, allow_partial: bool
     return rows, used_chains, excluded, usable.digest()
 
 
-def read_column_block(store: RunStore, rows: np.ndarray, j0: int, j1: int) -> np.ndarray:
-    """Columns j0..j1 of the (M, N) float32 draw matrix (the selected rows only)."""
-    chains, draws, _ = store.shape
-    block = store.read_loss_columns(j0, j1).reshape(chains * draws, j1 - j0)
-    return block[rows] if len(rows) != chains * draws else block
-
-
 def _load_columns(
     store: RunStore, rows: np.ndarray, j0: int, j1: int, into: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -197,10 +220,12 @@ class CentredDraws:
     var: np.ndarray
     column: Callable[[int, int], np.ndarray]
     cached: bool
+    matrix: np.ndarray | None = None  # the kept (M, N) centred draws when ``cached``
 
 
 def centred_draws(
-    store: RunStore, rows: np.ndarray, threads: int, cache_bytes: int = 0
+    store: RunStore, rows: np.ndarray, threads: int, cache_bytes: int = 0,
+    cluster: ReduceCluster | None = None,
 ) -> CentredDraws:
     """Pass 1: the pooled mean and (ddof=1) variance of every column of the draw matrix.
 
@@ -210,20 +235,24 @@ def centred_draws(
     the statistics come from depend only on the store's chunking (a one-column
     block, say, is summed pairwise by NumPy and a wider one row by row), so
     every reduce of a store centres and scales with the same bits: kernels and
-    neighbour lists agree to the last bit of these statistics.
+    neighbour lists agree to the last bit of these statistics. On a ``cluster``
+    the blocks are read by its workers and nothing is kept here.
     """
     _, _, n = store.shape
     m = len(rows)
     width = store.losses_array().chunks[2]
-    xc = np.empty((m, n)) if m * n * 8 <= cache_bytes else None
+    xc = np.empty((m, n)) if m * n * 8 <= cache_bytes and cluster is None else None
     tasks = [dask.delayed(_load_columns, pure=False)(store, rows, j0, min(j0 + width, n), xc)
              for j0 in range(0, n, width)]
-    with dask.config.set(scheduler="threads", num_workers=threads):
-        parts = dask.compute(*tasks)
+    if cluster is not None:
+        parts = cluster.compute(tasks)
+    else:
+        with dask.config.set(scheduler="threads", num_workers=threads):
+            parts = dask.compute(*tasks)
     mean = np.concatenate([p[0] for p in parts])
     var = np.concatenate([p[1] for p in parts])
     if xc is not None:
-        return CentredDraws(mean, var, lambda j0, j1: xc[:, j0:j1], cached=True)
+        return CentredDraws(mean, var, lambda j0, j1: xc[:, j0:j1], cached=True, matrix=xc)
     return CentredDraws(
         mean, var, lambda j0, j1: read_column_block(store, rows, j0, j1) - mean[j0:j1],
         cached=False,
@@ -234,18 +263,6 @@ def inverse_sd(var: np.ndarray) -> np.ndarray:
     """1 / sqrt(var), and 0 where the variance is 0 (MATH.md: rho = 0 for such a sample)."""
     sd = np.sqrt(var)
     return np.divide(1.0, sd, out=np.zeros_like(sd), where=sd > 0)
-
-
-def transposed(a: np.ndarray, strip: int = 8) -> np.ndarray:
-    """A C-contiguous copy of ``a.T``, made in strips of rows that stay in cache.
-
-    NumPy's plain copy of a transposed view walks the source a whole row apart
-    and took about twice as long on B x B tiles (bench/components.py).
-    """
-    out = np.empty((a.shape[1], a.shape[0]), a.dtype)
-    for r in range(0, a.shape[0], strip):
-        out[:, r:r + strip] = a[r:r + strip].T
-    return out
 
 
 class TaskProgress(Callback):
@@ -261,55 +278,6 @@ class TaskProgress(Callback):
             self.bar.update(1)
 
 
-def _write_tile(
-    column: Callable[[int, int], np.ndarray],
-    i0: int,
-    i1: int,
-    j0: int,
-    j1: int,
-    m: int,
-    inv_sd: dict[str, np.ndarray],
-    out: dict,
-) -> int:
-    """Covariance and correlation of column blocks i, j (j >= i); writes them and transposes.
-
-    ``inv_sd`` holds 1/sd as float64 and float32. The product is float64; with
-    float32 outputs it is rounded once and the correlation is scaled from that in
-    float32 (half the memory traffic), unless 1/(sd_i sd_j) is so large that
-    float32 would under- or overflow: then it is scaled in float64 first.
-    """
-    left = column(i0, i1)
-    diagonal = i0 == j0
-    prod = left.T @ (left if diagonal else column(j0, j1))
-    dtype = out["cov"].dtype
-    inv_i, inv_j = inv_sd["float64"][i0:i1], inv_sd["float64"][j0:j1]
-    if dtype == np.float64 or inv_i.max() * inv_j.max() > FLOAT32_SCALE_LIMIT:
-        prod /= m - 1
-        if diagonal:
-            prod = (prod + prod.T) / 2  # exact symmetry on the diagonal tile
-        corr = prod * inv_i[:, None]
-        corr *= inv_j[None, :]
-        cov, corr = prod.astype(dtype, copy=False), corr.astype(dtype, copy=False)
-    else:
-        cov = np.empty(prod.shape, dtype)
-        np.divide(prod, m - 1, out=cov, casting="same_kind")
-        del prod
-        if diagonal:
-            cov = (cov + cov.T) / 2
-        scale = inv_sd["float32"]
-        corr = np.multiply(cov, scale[i0:i1, None])
-        corr *= scale[None, j0:j1]
-    np.clip(corr, -1.0, 1.0, out=corr)
-    if diagonal:
-        corr = (corr + corr.T) / 2
-    out["cov"][i0:i1, j0:j1] = cov
-    out["corr"][i0:i1, j0:j1] = corr
-    if not diagonal:
-        out["cov"][j0:j1, i0:i1] = transposed(cov)
-        out["corr"][j0:j1, i0:i1] = transposed(corr)
-    return cov.size
-
-
 def reduce_store(
     store: RunStore,
     *,
@@ -319,11 +287,16 @@ def reduce_store(
     allow_partial: bool = False,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     progress: bool = False,
+    cluster: ReduceCluster | None = None,
 ) -> ReduceReport:
     """Compute and write kernel/{mean,var,cov,corr}; returns what was used.
 
     The defaults are the config's (``reduce.*``): ``reduce_with_config`` passes
-    a run's own settings, and a direct call without them reduces alike.
+    a run's own settings, and a direct call without them reduces alike. The tile
+    graph runs on dask's threaded scheduler with ``threads`` threads, or on
+    ``cluster``'s workers (``reduction/cluster.py``; ``cache_bytes`` is then its
+    per-worker allowance). An unfinished kernel of the same draws and settings is
+    resumed: only the tiles its ``kernel/done`` mask lacks are computed.
     """
     t0 = time.perf_counter()
     rows, used_chains, excluded, digest = select_rows(store, allow_partial)
@@ -331,26 +304,40 @@ def reduce_store(
     _, _, n = store.shape
     block = min(block_size, n)
     workers = threads or os.cpu_count() or 1
+    out_dtype = KernelDtype.parse(dtype, "reduce.dtype").value
+    key = hashlib.sha256(json.dumps([digest, n, block, out_dtype]).encode()).hexdigest()
 
-    draws = centred_draws(store, rows, workers, cache_bytes)
-    out = store.create_kernel(n, block, KernelDtype.parse(dtype, "reduce.dtype").value)
+    out, done = store.open_kernel(n, block, out_dtype, key)
+    draws = centred_draws(store, rows, workers, 0 if cluster else cache_bytes, cluster)
     out["mean"][:] = draws.mean
     out["var"][:] = draws.var
     inv64 = inverse_sd(draws.var)
     inv_sd = {"float64": inv64, "float32": inv64.astype(np.float32)}
-    starts = range(0, n, block)
-    tiles = [
-        dask.delayed(_write_tile, pure=False)(
-            draws.column, i0, min(i0 + block, n), j0, min(j0 + block, n), m, inv_sd, out,
-            dask_key_name=f"{TILE_KEY}{i0}-{j0}",
-        )
-        for i0 in starts for j0 in starts if j0 >= i0
-    ]
+    columns = CentredColumns(store, rows, draws.mean, cache=draws.matrix,
+                             cache_allowed=cluster is not None
+                             and m * n * 8 <= cluster.cache_bytes)
+    plan = dask.delayed(TilePlan(columns, inv_sd, m, n, block), name=f"kernel-plan-{key}")
+    todo = missing_tiles(done)
+    tiles = [dask.delayed(tile_task, pure=False)(plan, i, j, dask_key_name=f"{TILE_KEY}{i}-{j}")
+             for i, j in todo]
     bar = tqdm(total=len(tiles), desc="reduce", unit="tile", disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
-    # dask's threads already fill the cores: one BLAS thread each avoids oversubscription
-    with threadpool_limits(limits=1 if workers > 1 else None, user_api="blas"), \
-            TaskProgress(bar, TILE_KEY), dask.config.set(scheduler="threads", num_workers=workers):
-        dask.compute(*tiles)
+    t1 = time.perf_counter()
+    if cluster is not None:
+        cluster.run(tiles, bar)
+        where = cluster.describe()
+    else:
+        # dask's threads already fill the cores: one BLAS thread each avoids oversubscription
+        with threadpool_limits(limits=1 if workers > 1 else None, user_api="blas"), \
+                TaskProgress(bar, TILE_KEY), \
+                dask.config.set(scheduler="threads", num_workers=workers):
+            dask.compute(*tiles)
+        where = {"scheduler": "threads", "workers": 1, "threads": workers}
     bar.close()
-    return record_report(store, "dask", m, used_chains, n, block, excluded, t0, digest)
+    tile_seconds = time.perf_counter() - t1
+    store.finish_kernel()
+    blocks = done.shape[0]
+    return record_report(store, "dask", m, used_chains, n, block, excluded, t0, digest,
+                         tiles=blocks * (blocks + 1) // 2,
+                         tiles_resumed=blocks * (blocks + 1) // 2 - len(todo),
+                         tile_seconds=tile_seconds, scheduler=where)

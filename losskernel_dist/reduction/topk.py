@@ -27,11 +27,13 @@ many do (the first tiles), the tile's own top-k per row is taken with
 are merged by one lexicographic sort. Columns arrive in increasing index
 order, so a later column tying the current k-th best correctly loses.
 
-Parallelism and output. Row blocks are independent dask tasks on P threads
-(one BLAS thread each). Each task writes its rows of ``neighbours/*`` (one
-chunk per array) and then flags its block in ``neighbours/done``; a rerun with
-the same settings and draws skips done blocks, so an interrupted reduce
-resumes and a killed task costs only its own block.
+Parallelism and output. Row blocks are independent dask tasks (``neighbour_block``
+over one shared ``NeighbourPlan``) on P threads (one BLAS thread each) or on the
+workers of a dask cluster (``reduce.scheduler``, ``cluster.py``), which read the
+draws from the store themselves. Each task writes its rows of ``neighbours/*``
+(one chunk per array) and then flags its block in ``neighbours/done``; a rerun of
+an unfinished reduce with the same settings and draws skips done blocks, so an
+interrupted reduce resumes and a killed task or worker costs only its own block.
 
 Memory (bytes), P threads, M draws, block B, k = k_top + k_bottom:
 
@@ -50,9 +52,11 @@ import hashlib
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import dask
 import numpy as np
@@ -69,9 +73,12 @@ from .kernel import (
     record_report,
     select_rows,
 )
-from .select import select_top
+from .running import DENSE_ROWS, RunningTopK
+from .tiles import PROCESS, CentredColumns
 
-DENSE_ROWS = 256  # rows of a tile handled at once by the dense selection path
+if TYPE_CHECKING:
+    from .cluster import ReduceCluster
+
 BLOCK_KEY = "neighbours-block-"  # dask key prefix of the row-block tasks
 
 
@@ -122,121 +129,76 @@ def check_k(k: int, n: int, key: str, allow_zero: bool = False) -> None:
         )
 
 
-class _Running:
-    """Running best-k of a block of rows, as scores where higher is better.
+class NeighbourPlan:
+    """What every row-block task shares: the scaled draws a_j (by column block, kept in
+    memory when ``cached``, per process), the selection settings and the output arrays.
 
-    ``score`` (b, k) is sorted per row by (score descending, index ascending);
-    empty slots hold -inf and index -1.
+    Pickled to each worker once (without the kept draws, which a worker builds
+    itself from the store); on dask's threaded scheduler, one object for all threads.
     """
 
-    def __init__(self, rows: int, k: int) -> None:
-        self.k = k
-        self.score = np.full((rows, k), -np.inf)
-        self.index = np.full((rows, k), -1, dtype=np.int64)
+    def __init__(self, columns: CentredColumns, scale: np.ndarray, labels: np.ndarray | None,
+                 k: int, k_bottom: int, clip: bool, block: int, cached: bool,
+                 arrays: dict[str, Any], after_block: Callable[[int], None] | None) -> None:
+        self.columns, self.scale, self.labels = columns, scale, labels
+        self.k, self.k_bottom, self.clip, self.block = k, k_bottom, clip, block
+        self.n = len(scale)
+        self.cached, self.arrays, self.after_block = cached, arrays, after_block
+        self.a: np.ndarray | None = None
+        self._lock = threading.Lock()
 
-    def threshold(self) -> np.ndarray:
-        return self.score[:, -1]
+    def __getstate__(self) -> dict[str, Any]:
+        state = {**self.__dict__, "a": None}
+        del state["_lock"]
+        return state
 
-    def merge(self, rows: np.ndarray, cols: np.ndarray, scores: np.ndarray) -> None:
-        """Fold candidates (row, column, score) into the lists.
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
-        The candidates' columns are all larger than any already listed (columns
-        arrive in increasing order) and come per row in increasing column order, or
-        already ranked; so after the current entries of each row they are in
-        index order among equal scores, and a stable sort by (row, -score) gives
-        the (score descending, index ascending) order.
-        """
-        if rows.size == 0:
-            return
-        k = self.k
-        touched = np.unique(rows)
-        cur_i = self.index[touched].reshape(-1)
-        valid = cur_i >= 0
-        all_r = np.concatenate([np.repeat(touched, k)[valid], rows])
-        all_i = np.concatenate([cur_i[valid], cols])
-        all_s = np.concatenate([self.score[touched].reshape(-1)[valid], scores])
-        order = np.lexsort((-all_s, all_r))
-        all_r, all_i, all_s = all_r[order], all_i[order], all_s[order]
-        first = np.searchsorted(all_r, touched)
-        counts = np.diff(np.append(first, all_r.size))
-        rank = np.arange(all_r.size) - np.repeat(first, counts)
-        keep = rank < k
-        self.score[touched] = -np.inf
-        self.index[touched] = -1
-        self.score[all_r[keep], rank[keep]] = all_s[keep]
-        self.index[all_r[keep], rank[keep]] = all_i[keep]
+    def read(self, j0: int, j1: int) -> np.ndarray:
+        """(j1 - j0, M) contiguous a_j of samples j0..j1, read from the store."""
+        return np.ascontiguousarray((self.columns.read(j0, j1) * self.scale[j0:j1]).T)
 
-    def offer(
-        self,
-        tile: np.ndarray,
-        sign: float,
-        i0: int,
-        j0: int,
-        labels: np.ndarray | None,
-        clip: bool,
-    ) -> None:
-        """Offer the tile's columns j0.. to every row; ``sign`` -1 ranks by -value (bottom).
+    def block_of(self, j0: int, j1: int) -> np.ndarray:
+        """a_j of samples j0..j1: from the kept (N, M) matrix when ``cached``, else read."""
+        if self.cached and self.a is None:
+            with self._lock:  # the threads of one process build it once
+                if self.a is None:
+                    a = np.empty((self.n, len(self.columns.rows)))
+                    for j0_ in range(0, self.n, self.block):
+                        a[j0_:j0_ + self.block] = self.read(j0_, min(j0_ + self.block, self.n))
+                    self.a = a
+        return self.a[j0:j1] if self.a is not None else self.read(j0, j1)
 
-        Only rows whose extreme value beats their current k-th best are looked at
-        (a max or min per row, no copy); of those, only the entries that beat it.
-        """
-        thr = self.threshold()
-        extreme = tile.max(axis=1) if sign > 0 else -tile.min(axis=1)
-        hit = np.flatnonzero(extreme > thr)
-        if hit.size == 0:
-            return
-        if 2 * hit.size > tile.shape[0]:  # most rows: compare in place, misses give False
-            hit = np.arange(tile.shape[0])
-            sub = tile
-        else:
-            sub = tile[hit]
-        cut = thr[hit, None]
-        above = np.greater(sub, cut) if sign > 0 else np.less(sub, -cut)
-        count = int(np.count_nonzero(above))
-        if count > 4 * hit.size * self.k:  # many candidates: the tile's own top-k per row first
-            del above
-            rows, cols, scores = self._dense_candidates(sub, hit, sign, i0, j0, labels, clip)
-        else:
-            r_loc, c = np.divmod(np.flatnonzero(above), sub.shape[1])
-            rows, cols = hit[r_loc], c + j0
-            scores = sub[r_loc, c] * sign
-            keep = cols != rows + i0
-            if labels is not None:
-                keep &= labels[rows + i0] != labels[cols]
-            rows, cols, scores = rows[keep], cols[keep], scores[keep]
-            if clip:
-                np.clip(scores, -1.0, 1.0, out=scores)
-        self.merge(rows, cols, scores)
 
-    def _dense_candidates(
-        self, sub: np.ndarray, hit: np.ndarray, sign: float, i0: int, j0: int,
-        labels: np.ndarray | None, clip: bool,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per hit row, the tile's best k (excluded columns masked), via ``select_top``."""
-        w = sub.shape[1]
-        out_r, out_c, out_s = [], [], []
-        for a in range(0, hit.size, DENSE_ROWS):
-            rows = hit[a:a + DENSE_ROWS]
-            part = sub[a:a + DENSE_ROWS] * sign
-            if clip:
-                np.clip(part, -1.0, 1.0, out=part)
-            local = rows + i0 - j0  # self's column in this tile, if it is here
-            inside = (local >= 0) & (local < w)
-            part[np.flatnonzero(inside), local[inside]] = -np.inf
-            if labels is not None:
-                part[labels[rows + i0, None] == labels[None, j0:j0 + w]] = -np.inf
-            idx, val = select_top(part, self.k)
-            ok = idx >= 0
-            out_r.append(np.broadcast_to(rows[:, None], idx.shape)[ok])
-            out_c.append(idx[ok] + j0)
-            out_s.append(val[ok])
-        return np.concatenate(out_r), np.concatenate(out_c), np.concatenate(out_s)
-
-    def result(self, sign: float) -> tuple[np.ndarray, np.ndarray]:
-        """(index, value) with value = sign * score; -1 and NaN in empty slots."""
-        empty = self.index < 0
-        value = np.where(empty, np.nan, self.score * sign)
-        return self.index.copy(), value
+def neighbour_block(plan: NeighbourPlan, b: int) -> str:
+    """Row block ``b``: its rows against every column block, folded into running top-k
+    lists, written, then flagged done; returns the process that did it."""
+    block, n, labels, clip = plan.block, plan.n, plan.labels, plan.clip
+    i0, i1 = b * block, min((b + 1) * block, n)
+    left = plan.block_of(i0, i1)
+    top = RunningTopK(i1 - i0, plan.k)
+    bottom = RunningTopK(i1 - i0, plan.k_bottom) if plan.k_bottom else None
+    buf = np.empty((i1 - i0, block))
+    for j0 in range(0, n, block):
+        j1 = min(j0 + block, n)
+        tile = buf[:, : j1 - j0]
+        # the diagonal tile multiplies ``left`` by itself whether or not the draws are
+        # kept (NumPy then uses a symmetric product, whose rounding differs from gemm's)
+        right = left if j0 == i0 else plan.block_of(j0, j1)
+        np.matmul(left, right.T, out=tile)
+        top.offer(tile, 1.0, i0, j0, labels, clip)
+        if bottom is not None:
+            bottom.offer(tile, -1.0, i0, j0, labels, clip)
+    arrays = plan.arrays
+    arrays["top_index"][i0:i1], arrays["top_value"][i0:i1] = top.result(1.0)
+    if bottom is not None:
+        arrays["bottom_index"][i0:i1], arrays["bottom_value"][i0:i1] = bottom.result(-1.0)
+    if plan.after_block is not None:
+        plan.after_block(b)
+    arrays["done"][b] = True
+    return PROCESS
 
 
 def _settings_key(settings: dict, rows: np.ndarray) -> str:
@@ -259,6 +221,7 @@ def reduce_neighbours(
     write_moments: bool = True,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     progress: bool = False,
+    cluster: ReduceCluster | None = None,
     _after_block: Callable[[int], None] | None = None,
 ) -> NeighboursReport:
     """Compute and write ``neighbours/*`` (and, with ``write_moments``, kernel/mean and var).
@@ -266,8 +229,10 @@ def reduce_neighbours(
     ``exclude_same_label`` takes effect only when the store has labels with at
     least two values (as in the analysis). ``write_moments`` is False when a
     dense reduce of the same draws has just written the kernel group.
-    ``_after_block`` is a test hook called with each block's index after its
-    rows are written and before it is marked done.
+    The row blocks run on dask's threaded scheduler with ``threads`` threads, or
+    on ``cluster``'s workers (``reduction/cluster.py``; ``cache_bytes`` is then its
+    per-worker allowance). ``_after_block`` is a test hook called with each
+    block's index after its rows are written and before it is marked done.
     """
     t0 = time.perf_counter()
     metric = NeighboursMetric.parse(metric, "reduce.neighbours_metric")
@@ -288,7 +253,7 @@ def reduce_neighbours(
              "order": "score descending (top) / ascending (bottom); ties by smaller index",
              "exclude_self": True}
 
-    draws = centred_draws(store, rows, workers)  # statistics only: the cache is built below
+    draws = centred_draws(store, rows, workers, cluster=cluster)  # statistics only
     mean, var = draws.mean, draws.var
     if write_moments:
         out = store.create_kernel(n, block, "float64", dense=False)
@@ -296,53 +261,25 @@ def reduce_neighbours(
         out["var"][:] = var
     scale = (inverse_sd(var) if metric is NeighboursMetric.CORR else np.ones(n)) / np.sqrt(m - 1)
     arrays, done = store.open_stream_neighbours(n, k, k_bottom, block, attrs)
-    cached = m * n * 8 <= cache_bytes
-
-    def columns(j0: int, j1: int) -> np.ndarray:
-        """(j1 - j0, M) contiguous a_j of samples j0..j1, read from the store."""
-        return np.ascontiguousarray((draws.column(j0, j1) * scale[j0:j1]).T)
-
-    if cached:
-        a = np.empty((n, m))
-        for j0 in range(0, n, block):
-            a[j0:j0 + block] = columns(j0, min(j0 + block, n))
-
-        def block_of(j0: int, j1: int) -> np.ndarray:
-            return a[j0:j1]
-    else:
-        block_of = columns
-
-    clip = metric is NeighboursMetric.CORR
-
-    def run_block(b: int) -> int:
-        i0, i1 = b * block, min((b + 1) * block, n)
-        left = block_of(i0, i1)
-        top = _Running(i1 - i0, k)
-        bottom = _Running(i1 - i0, k_bottom) if k_bottom else None
-        buf = np.empty((i1 - i0, block))
-        for j0 in range(0, n, block):
-            j1 = min(j0 + block, n)
-            tile = buf[:, : j1 - j0]
-            np.matmul(left, block_of(j0, j1).T, out=tile)
-            top.offer(tile, 1.0, i0, j0, labels, clip)
-            if bottom is not None:
-                bottom.offer(tile, -1.0, i0, j0, labels, clip)
-        arrays["top_index"][i0:i1], arrays["top_value"][i0:i1] = top.result(1.0)
-        if bottom is not None:
-            arrays["bottom_index"][i0:i1], arrays["bottom_value"][i0:i1] = bottom.result(-1.0)
-        if _after_block is not None:
-            _after_block(b)
-        arrays["done"][b] = True
-        return b
+    cached = m * n * 8 <= (cluster.cache_bytes if cluster is not None else cache_bytes)
+    plan = NeighbourPlan(CentredColumns(store, rows, mean), scale, labels, k, k_bottom,
+                         metric is NeighboursMetric.CORR, block, cached, arrays, _after_block)
+    shared = dask.delayed(plan, name=f"neighbours-plan-{attrs['key']}")
 
     todo = [int(b) for b in np.flatnonzero(~done)]
     bar = tqdm(total=len(todo), desc="neighbours", unit="row block", disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
-    tasks = [dask.delayed(run_block, pure=False)(b, dask_key_name=f"{BLOCK_KEY}{b}")
+    tasks = [dask.delayed(neighbour_block, pure=False)(shared, b, dask_key_name=f"{BLOCK_KEY}{b}")
              for b in todo]
-    with threadpool_limits(limits=1 if workers > 1 else None, user_api="blas"), \
-            TaskProgress(bar, BLOCK_KEY), dask.config.set(scheduler="threads", num_workers=workers):
-        dask.compute(*tasks)
+    if cluster is not None:
+        cluster.run(tasks, bar)
+        where = cluster.describe()
+    else:
+        with threadpool_limits(limits=1 if workers > 1 else None, user_api="blas"), \
+                TaskProgress(bar, BLOCK_KEY), \
+                dask.config.set(scheduler="threads", num_workers=workers):
+            dask.compute(*tasks)
+        where = {"scheduler": "threads", "workers": 1, "threads": workers}
     bar.close()
 
     report = NeighboursReport(
@@ -353,9 +290,10 @@ def reduce_neighbours(
     )
     store.finish_stream_neighbours({"seconds": round(report.seconds, 3)})
     if write_moments:  # no dense reduce recorded this one: record it here
-        record_report(store, "dask", m, used_chains, n, block, excluded, t0, digest)
+        record_report(store, "dask", m, used_chains, n, block, excluded, t0, digest,
+                      scheduler=where)
     info = store.reduce_record
     info["kernel"] = "neighbours" if write_moments else "both"
-    info["neighbours"] = report.as_attrs()
+    info["neighbours"] = {**report.as_attrs(), **where}
     store.set_reduce_record(info)
     return report

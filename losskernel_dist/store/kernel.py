@@ -4,14 +4,22 @@ correlation.
     kernel/mean, kernel/var   float64 (sample,)
     kernel/cov, kernel/corr   the reduce's dtype (sample_i, sample_j), in block x block tiles
 
+    kernel/done               bool (row_block, column_block), one chunk per tile: true once
+                              tile (i, j >= i) and its transpose are written
+
 A neighbours-only reduce writes only ``mean`` and ``var``. The group always
-describes the latest reduce: a new one replaces it whole.
+describes the latest reduce: a new one replaces it whole, except that the dask
+reduce of an unfinished kernel (attrs ``complete`` false) with the same ``key``
+(a digest of the draws used, N, block and dtype) keeps it and computes only the
+tiles not done. Tiles are written by whichever process or node computes them;
+each tile writes whole chunks of its own, so writers never share a chunk.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import zarr
 
 from ..errors import StoreError
@@ -25,7 +33,10 @@ class Kernel:
     path: Path
 
     def has_kernel(self) -> bool:
-        return "kernel" in self.group and "corr" in self.group["kernel"]
+        """True when the dense kernel is complete (an interrupted reduce's is not)."""
+        if "kernel" not in self.group or "corr" not in self.group["kernel"]:
+            return False
+        return bool(self.group["kernel"].attrs.get("complete", True))
 
     def has_kernel_array(self, name: str) -> bool:
         return "kernel" in self.group and name in self.group["kernel"]
@@ -34,6 +45,32 @@ class Kernel:
         if "kernel" not in self.group or name not in self.group["kernel"]:
             raise StoreError(f"store {str(self.path)!r} has no kernel/{name}: run 'losskernel reduce'")
         return self.group["kernel"][name]
+
+    def open_kernel(
+        self, n: int, block: int, dtype: str, key: str
+    ) -> tuple[dict[str, zarr.Array], np.ndarray]:
+        """The dense kernel arrays and the (row block, column block) tiles already done.
+
+        An unfinished kernel whose ``key`` equals ``key`` is kept (resume); anything
+        else is replaced by fresh arrays with a ``done`` mask of no tile.
+        """
+        blocks = -(-n // min(n, block))
+        if self.has_kernel_array("done"):
+            old = self.group["kernel"]
+            if old.attrs.get("key") == key and not old.attrs.get("complete", True):
+                arrays = {name: old[name] for name in ("mean", "var", "cov", "corr", "done")}
+                return arrays, np.asarray(arrays["done"][...])
+        arrays = self.create_kernel(n, block, dtype)
+        arrays["done"] = self.group["kernel"].create_array(
+            "done", shape=(blocks, blocks), chunks=(1, 1), dtype="bool", fill_value=False,
+            dimension_names=("row_block", "column_block"), **array_codecs(),
+        )
+        self.group["kernel"].attrs.update({"key": key, "complete": False})
+        return arrays, np.zeros((blocks, blocks), dtype=bool)
+
+    def finish_kernel(self) -> None:
+        """Mark the dense kernel complete: every tile is written."""
+        self.group["kernel"].attrs["complete"] = True
 
     def create_kernel(
         self, n: int, block: int, dtype: str, dense: bool = True

@@ -12,7 +12,8 @@ Rows of one block are one chunk, and ``done`` has one chunk per block, so thread
 writing different blocks never share a chunk and an interrupted reduce leaves only
 whole blocks marked done. attrs: metric, k, k_bottom, exclude_same_label,
 block_size, draws_used, chains_used and ``key`` (a digest of all of them and of the
-draws used): a rerun with the same key resumes, any other recreates the group.
+draws used): a rerun of an unfinished group with the same key resumes, any other
+recreates the group.
 """
 
 from __future__ import annotations
@@ -41,13 +42,15 @@ class StreamNeighbours:
     ) -> tuple[dict[str, zarr.Array], np.ndarray]:
         """The ``neighbours`` arrays for a reduce with ``attrs``, and which blocks are done.
 
-        An existing group whose ``key`` equals ``attrs["key"]`` is kept (resume);
-        anything else is replaced by a fresh group with no block done.
+        An unfinished group whose ``key`` equals ``attrs["key"]`` is kept (resume);
+        anything else, a finished group included (a reduce asked for again computes
+        again), is replaced by a fresh group with no block done.
         """
         blocks = -(-n // block)
         if "neighbours" in self.group:
             old = self.group["neighbours"]
-            if old.attrs.get("key") == attrs["key"] and "done" in old:
+            if (old.attrs.get("key") == attrs["key"] and "done" in old
+                    and not old.attrs.get("complete", False)):
                 arrays = {name: old[name] for name in (*self.NEIGHBOUR_ARRAYS, "done")}
                 return arrays, np.asarray(arrays["done"][...])
             del self.group["neighbours"]
