@@ -51,13 +51,16 @@ from .folders import (
     read_loc_val_solution,
     scan_class_folders,
     scan_val,
+    seeded_subset,
     standard_wnids,
 )
 from .images import (
     IMAGENET_MEAN,
+    IMAGENET_NORMALISATION,
     IMAGENET_STD,
     DecodedImages,
     ImageFiles,
+    Normalisation,
     decode_all,
     load_image,
     mean_rgb,
@@ -72,6 +75,7 @@ __all__ = [
     "DEVKIT_GROUND_TRUTH",
     "DEVKIT_META",
     "IMAGENET_MEAN",
+    "IMAGENET_NORMALISATION",
     "IMAGENET_STD",
     "IMAGE_EXTENSIONS",
     "LOC_SOLUTION",
@@ -80,6 +84,7 @@ __all__ = [
     "WNID",
     "DecodedImages",
     "ImageFiles",
+    "Normalisation",
     "build",
     "build_model",
     "calibrate_batchnorm",
@@ -96,19 +101,10 @@ __all__ = [
     "read_loc_val_solution",
     "scan_class_folders",
     "scan_val",
+    "seeded_subset",
     "standard_wnids",
     "thumbnails",
 ]
-
-
-def _subset(count: int, size: int | None, seed: int, what: str) -> np.ndarray:
-    """Sorted seeded choice of ``size`` of ``count`` indices (all when size is None)."""
-    if size is None:
-        return np.arange(count)
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 2 <= size <= count:
-        raise TaskError(f"{what} must be an integer in 2..{count} (images found), got {size!r}")
-    rng = np.random.default_rng([int(seed), 7])
-    return np.sort(rng.choice(count, size=int(size), replace=False))
 
 
 def build(
@@ -176,11 +172,11 @@ def build(
                         f"{len(names)} ({order_reason})")
 
     train_paths, train_wnids = scan_class_folders(train_dir, train_classes)
-    keep = _subset(len(train_paths), train_subset, train_seed, "train_subset")
+    keep = seeded_subset(len(train_paths), train_subset, train_seed, "train_subset")
     train = ImageFiles(train_dir, train_paths[keep],
                        np.asarray([index[train_wnids[i]] for i in keep]), image_size)
     if random_model and bn_images:
-        pick = _subset(len(train), min(int(bn_images), len(train)), model_seed, "bn_images")
+        pick = seeded_subset(len(train), min(int(bn_images), len(train)), model_seed, "bn_images")
         calibrate_batchnorm(model, torch.stack([train[int(i)][0] for i in pick]))
 
     val_paths, val_wnids, _layout = scan_val(root_path, val_labels, val_wnid_order)
@@ -188,7 +184,7 @@ def build(
     if unknown:
         raise TaskError(f"validation classes {unknown[:3]} are not in the label space "
                         f"({order_reason})")
-    chosen = _subset(len(val_paths), n_eval, eval_seed, "n_eval")
+    chosen = seeded_subset(len(val_paths), n_eval, eval_seed, "n_eval")
     labels = np.asarray([index[val_wnids[i]] for i in chosen], dtype=np.int64)
     files = ImageFiles(root_path / "val", val_paths[chosen], labels, image_size)
     threads = decode_threads or min(16, os.cpu_count() or 1)

