@@ -7,7 +7,9 @@
 2. Array: one task per group of ``slurm.chains_per_task`` chains
    (``map_array``), each a ``SampleChains``, a ``submitit.helpers.Checkpointable``.
 3. Reduce: one job with ``afterok`` on the whole array, so it starts only when
-   every task succeeded.
+   every task succeeded. With ``reduce.scheduler: slurm`` that job is only the
+   driver (one CPU): it starts a dask-jobqueue cluster of ``reduce.workers``
+   worker jobs, which compute and write the tiles (``reduction/cluster.py``).
 4. Record: ``RUN_DIR/slurm/submission.json`` (job ids and each task's chains,
    submission.py), which ``losskernel info`` reads.
 
@@ -44,7 +46,7 @@ from typing import Any
 import submitit
 import torch
 
-from ..config import Config, config_from_dict
+from ..config import Config, ReduceScheduler, config_from_dict
 from ..distributed import Placement, slurm_cpus_per_task
 from ..errors import SubmitError
 from ..locks import live_holders
@@ -167,6 +169,8 @@ def make_executor(config: Config, folder: Path, *, reduce: bool = False) -> subm
         slurm_max_num_timeout=s.max_requeues, local_max_num_timeout=s.max_requeues,
     )
     cpus = (s.reduce_cpus or s.cpus_per_task) if reduce else s.cpus_per_task
+    if reduce and config.reduce.scheduler == ReduceScheduler.SLURM:
+        cpus = 1  # the driver of a dask-jobqueue cluster: its worker jobs do the work
     mem = s.reduce_mem_gb if reduce else s.mem_gb
     params: dict[str, Any] = {
         "name": f"{s.job_name}-reduce" if reduce else s.job_name,

@@ -135,7 +135,7 @@ def _slurm_cluster(settings: ReduceConfig, slurm: SlurmConfig, log_dir: Path) ->
     log_dir.mkdir(parents=True, exist_ok=True)
     cluster = SLURMCluster(
         queue=slurm.partition or None, account=account,
-        cores=settings.worker_cores, processes=1, memory=f"{settings.worker_mem_gb}GB",
+        cores=settings.worker_cores, processes=1, memory=f"{settings.worker_mem_gb}GiB",
         walltime=f"{settings.worker_walltime_min // 60:02d}:{settings.worker_walltime_min % 60:02d}:00",
         job_name=f"{slurm.job_name}-dask", python=sys.executable,
         job_extra_directives=[f"--{k.replace('_', '-')}={v}" for k, v in extra.items()],
@@ -167,7 +167,7 @@ def open_cluster(settings: ReduceConfig, slurm: SlurmConfig, log_dir: Path,
             if kind == ReduceScheduler.LOCAL:
                 cluster = stack.enter_context(LocalCluster(
                     n_workers=settings.workers, threads_per_worker=settings.worker_cores,
-                    processes=True, memory_limit=f"{settings.worker_mem_gb}GB",
+                    processes=True, memory_limit=f"{settings.worker_mem_gb}GiB",
                     dashboard_address=":0", silence_logs=logging.ERROR))
                 client = stack.enter_context(Client(cluster))
             elif kind == ReduceScheduler.SLURM:
