@@ -12,8 +12,19 @@ plus the running top-k selection, writing only N x k lists; its time, rate, peak
 RSS and the projection of its time to N = 1,000,000 at the measured rate
 (``--only-topk`` skips the dense cases).
 
+With ``--cluster-n N`` the dense reduce at that N on dask's threads and on a
+``distributed.LocalCluster`` of ``--cluster-workers`` single-thread worker processes
+(reduce.scheduler threads / local), interleaved for ``--cluster-rounds`` rounds: time,
+tile-phase time, peak RSS of the driver and of each worker, and the kernel's write
+bandwidth (2 N^2 4 bytes over the tile phase); then one tile's compute and write
+times at B = --block for M = --cluster-m and M = --project-m, on one core, and the
+projection of a reduce over k nodes from them (docs/performance.md). Its JSON
+record (command, commit, machine and load average, versions, config, result) goes
+to bench/results/ (``--only-cluster`` skips the other cases).
+
     python bench/reduce.py [--n 8000 --m 800] [--big-n 50000 --big-m 200] [--skip-big]
     python bench/reduce.py --only-topk --topk-n 100000 --topk-m 64 [--topk-k 15]
+    python bench/reduce.py --only-cluster --cluster-n 50000 --cluster-m 200 --cluster-rounds 2
 """
 
 from __future__ import annotations
@@ -26,7 +37,9 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _record import BenchRecord  # noqa: E402
 from _util import machine, run_measured, table  # noqa: E402
+from reduce_cluster import cluster_case, project, tile_rates  # noqa: E402
 
 MAKE = """
 import json, sys, numpy as np
@@ -139,7 +152,19 @@ def main() -> None:
     ap.add_argument("--topk-bottom-k", type=int, default=10,
                     help="bottom-k of the neighbours case")
     ap.add_argument("--only-topk", action="store_true", help="skip the dense cases")
+    ap.add_argument("--cluster-n", type=int, default=0,
+                    help="also compare threads and a local dask cluster at this N (0: not run)")
+    ap.add_argument("--cluster-m", type=int, default=200, help="draws M of the cluster case")
+    ap.add_argument("--cluster-workers", type=int, default=2, help="local worker processes")
+    ap.add_argument("--cluster-rounds", type=int, default=2,
+                    help="interleaved rounds of threads and local cluster")
+    ap.add_argument("--project-m", type=int, default=7500, help="M of the k-node projection")
+    ap.add_argument("--project-n", type=int, default=200_000, help="N of the projection")
+    ap.add_argument("--project-cores", type=int, default=32, help="cores per projected node")
+    ap.add_argument("--only-cluster", action="store_true", help="only the cluster case")
     args = ap.parse_args()
+    if args.only_cluster:
+        return cluster_main(args)
     root = Path(tempfile.mkdtemp(prefix="bench_reduce_", dir=args.dir))
     rows, ratio = [], None
     try:
@@ -168,6 +193,27 @@ def main() -> None:
                   f"(dense float64 kernel {r['dense_f64_gib_1e6']:,.0f} GiB)")
     print(json.dumps({"bench": "reduce", "ratio_vs_numpy": ratio, "rows": rows,
                       "machine": machine()}))
+
+
+def cluster_main(args: argparse.Namespace) -> None:
+    """Threads against a local dask cluster, one tile's rates, the k-node projection, and
+    the JSON record in bench/results/."""
+    record = BenchRecord("reduce_cluster", vars(args))
+    root = Path(tempfile.mkdtemp(prefix="bench_reduce_cluster_", dir=args.dir))
+    try:
+        rows = cluster_case(root, MAKE, args.cluster_n, args.cluster_m, 8, args.block,
+                            args.cluster_workers, args.cluster_rounds)
+        rates = [tile_rates(root, m, args.block) for m in (args.cluster_m, args.project_m)]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    projection = project(rates[-1], args.project_n, args.project_m, args.block,
+                         args.project_cores)
+    print(table(rows, ["method", "round", "n", "m", "seconds", "tile_seconds", "write_mb_s",
+                       "peak_rss_mib", "worker_peak_rss_mib"]))
+    print(table(rates, ["m", "block", "compute_ms", "write_ms", "tile_mb"]))
+    print(table(projection, ["nodes", "cores", "tiles", "hours", "write_gb_s_needed"]))
+    path = record.write({"rows": rows, "tile_rates": rates, "projection": projection})
+    print(f"record: {path.relative_to(Path(__file__).resolve().parent.parent)}")
 
 
 if __name__ == "__main__":
