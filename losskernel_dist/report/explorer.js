@@ -40,7 +40,8 @@
   })() : null;
 
   const gd = document.getElementById("plot");
-  const state = {colouring: 0, traceIndex: [], selected: -1, matches: [], plottedMs: null};
+  const state = {colouring: 0, traceIndex: [], selected: -1, matches: [], plottedMs: null,
+    hoveredAt: null};
   const markerSize = N <= 3000 ? 6 : N <= 30000 ? 4 : 3;
 
   function esc(s) {
@@ -74,11 +75,10 @@
   function colourTraces(c) {
     const base = {type: "scattergl", mode: "markers", hoverinfo: "none", showlegend: false};
     if (c.kind !== "categorical") {
-      setKey(null);
       return [[Object.assign({}, base, {x: X, y: Y, name: c.name,
         marker: {size: markerSize, color: c.data, colorscale: c.kind === "order" ? "Jet"
           : "Viridis", cmin: c.min, cmax: c.max, colorbar: {title: {text: c.name},
-          thickness: 12}}})], [Int32Array.from({length: N}, (_, i) => i)]];
+          thickness: 12}}})], [Int32Array.from({length: N}, (_, i) => i)], [null, 0]];
     }
     const levels = c.levels.length, maxCount = c.counts.reduce((a, b) => Math.max(a, b), 0);
     const rare = c.counts.map(n => n > 0 && n < RARE_SHARE * N && n < 0.2 * maxCount);
@@ -103,9 +103,8 @@
         marker: Object.assign({color: group.length === 1 ? hue(group[0], levels)
           : Array.from(idx, i => hue(c.data[i], levels))}, rareMarker)}));
     }
-    setKey(levels <= MAX_KEY ? c.levels.map((name, l) => [name, c.counts[l], hue(l, levels),
-      rare[l]]) : null, levels);
-    return [traces, index];
+    return [traces, index, [levels <= MAX_KEY ? c.levels.map((name, l) => [name, c.counts[l],
+      hue(l, levels), rare[l]]) : null, levels]];
   }
 
   // The key of a categorical colouring: colour, name, count, and which are drawn on top.
@@ -129,8 +128,8 @@
       line: {width: width, color: colour}});
     return [[pick(matches, "search matches", ring(markerSize + 6, "#ff7f0e", 2)),
       pick(Int32Array.from(neighbours), "neighbours", ring(markerSize + 8, "#111", 2)),
-      pick(Int32Array.from(selected), "selected", {size: markerSize + 14, symbol: "star",
-        color: "#e41a1c", line: {width: 1.5, color: "#000"}})],
+      pick(Int32Array.from(selected), "selected", {size: markerSize + 12, color: "#e41a1c",
+        line: {width: 2.5, color: "#000"}})],  // a circle: other symbols cost an SDF per draw
     [matches, Int32Array.from(neighbours), Int32Array.from(selected)]];
   }
 
@@ -140,11 +139,23 @@
     paper_bgcolor: "#fff", plot_bgcolor: "#fff"};
   const config = {responsive: true, displaylogo: false, scrollZoom: true};
 
+  const cache = new Map();  // colouring -> its traces (built once: the overlays change)
   function draw() {
-    const [traces, index] = colourTraces(colourings[state.colouring]);
+    if (!cache.has(state.colouring)) cache.set(state.colouring, colourTraces(colourings[state.colouring]));
+    const [traces, index, key] = cache.get(state.colouring);
+    setKey(...key);
     const [extra, extraIndex] = overlayTraces();
     state.traceIndex = index.concat(extraIndex);
     return Plotly.react(gd, traces.concat(extra), layout, config);
+  }
+
+  // Only the three overlay traces change on a click or a search: restyle just them.
+  function drawOverlays() {
+    const [extra, extraIndex] = overlayTraces();
+    const first = state.traceIndex.length - extraIndex.length;
+    state.traceIndex.splice(first, extraIndex.length, ...extraIndex);
+    return Plotly.restyle(gd, {x: extra.map(t => t.x), y: extra.map(t => t.y)},
+      extra.map((_, i) => first + i));
   }
 
   function sampleOf(point) { return state.traceIndex[point.curveNumber][point.pointNumber]; }
@@ -210,6 +221,7 @@
     const x = ev && ev.clientX !== undefined ? ev.clientX : 20, y = ev ? ev.clientY : 20;
     hoverCard.style.left = Math.min(x + 16, window.innerWidth - 380) + "px";
     hoverCard.style.top = Math.min(y + 16, window.innerHeight - hoverCard.offsetHeight - 8) + "px";
+    state.hoveredAt = performance.now();
   }
 
   const panel = document.getElementById("selection");
@@ -235,7 +247,7 @@
       out.push(h3, list);
     }
     panel.replaceChildren(...out);
-    return draw();
+    return drawOverlays();
   }
 
   function search(query) {
@@ -246,7 +258,7 @@
       state.matches = [];
       if (j < N) { status.textContent = ""; return select(j); }
       status.textContent = "no sample #" + j + " (N = " + N + ")";
-      return draw();
+      return drawOverlays();
     }
     state.matches = [];
     if (q && lowerTexts) {
@@ -260,6 +272,11 @@
       const li = document.createElement("li"); li.appendChild(sampleCard(i, undefined, 40));
       return li;
     }));
+    return drawOverlays();
+  }
+
+  function recolour() {
+    state.colouring = Number(document.getElementById("colour").value);
     return draw();
   }
 
@@ -269,7 +286,7 @@
     const label = colourings.findIndex(c => c.name === DOC.label);
     state.colouring = label >= 0 ? label : 0;
     menu.value = String(state.colouring);
-    menu.addEventListener("change", () => { state.colouring = Number(menu.value); draw(); });
+    menu.addEventListener("change", recolour);
     const box = document.getElementById("search");
     box.addEventListener("keydown", e => { if (e.key === "Enter") search(box.value); });
     box.addEventListener("search", () => search(box.value));
@@ -289,7 +306,7 @@
   }
 
   // For a reader's console and the page's tests: the state, and where sample j is drawn.
-  window.explorer = {state: state, select: select, search: search, N: N,
+  window.explorer = {state: state, select: select, search: search, recolour: recolour, N: N,
     pixelOf: function (j) {
       const L = gd._fullLayout, box = gd.getBoundingClientRect();
       return [box.left + L._size.l + L.xaxis.l2p(X[j]), box.top + L._size.t + L.yaxis.l2p(Y[j])];
