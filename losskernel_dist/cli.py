@@ -72,6 +72,11 @@ def _print_reduce_report(report, config) -> None:
     else:
         what = f"the {report.n} x {report.n} kernel" + (
             f" and top-{config.reduce.neighbours_k} neighbours" if kind == "both" else "")
+        if getattr(report, "tiles_resumed", 0):
+            what += f" ({report.tiles_resumed} of {report.tiles} tiles resumed)"
+    where = getattr(report, "scheduler", None) or {}
+    if where.get("scheduler", "threads") != "threads":
+        what += f" on dask cluster {where['scheduler']} ({where['workers']} workers at the end)"
     print(
         f"reduced {report.draws_used} draws of chains {report.chains_used} to {what} "
         f"in {report.seconds:.1f} s"

@@ -62,7 +62,7 @@ def reduce_with_config(
     settings = config.reduce
     log_dir = (Path(config.slurm.folder) if config.slurm.folder
                else store.path.parent / "slurm") / "dask-workers"
-    with open_cluster(settings, config.slurm, log_dir, announce=progress) as cluster:
+    with open_cluster(settings, config.slurm, log_dir) as cluster:
         dense = None
         if settings.kernel in ("dense", "both"):
             dense = _reduce_dense(store, settings, allow_partial, progress, cluster)

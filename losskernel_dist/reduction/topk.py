@@ -99,6 +99,7 @@ class NeighboursReport:
     seconds: float
     partial: bool = False
     chains_used: list[int] = field(default_factory=list)
+    scheduler: dict[str, Any] = field(default_factory=dict)  # where the row blocks ran
 
     def as_attrs(self) -> dict:
         return {
@@ -286,7 +287,7 @@ def reduce_neighbours(
         n=n, k=k, k_bottom=k_bottom, metric=metric.value, exclude_same_label=excluding,
         block_size=block, draws_used=m, blocks=len(done), blocks_resumed=int(done.sum()),
         cached=cached, seconds=time.perf_counter() - t0, chains_used=used_chains,
-        partial=bool(excluded["failed_chains"] or excluded["not_done"]),
+        partial=bool(excluded["failed_chains"] or excluded["not_done"]), scheduler=where,
     )
     store.finish_stream_neighbours({"seconds": round(report.seconds, 3)})
     if write_moments:  # no dense reduce recorded this one: record it here
