@@ -134,7 +134,7 @@ class ReduceConfig(Section):
     kernel: KernelKind = described(
         "what the reduce writes: 'dense' (kernel/cov and kernel/corr, N x N), 'neighbours' "
         "(only each sample's top-k lists, streamed from the draws: for N too large for the "
-        "dense kernel; always on the CPU engine) or 'both'", KernelKind.DENSE)
+        "dense kernel; on reduce.engine, the torch one on a GPU) or 'both'", KernelKind.DENSE)
     neighbours_k: int = described(
         "k of the streamed most-similar lists (1 <= k < N); the analysis of a run without the "
         "dense kernel takes its neighbour table (analysis.neighbours) and UMAP graph "

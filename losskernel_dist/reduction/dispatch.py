@@ -3,7 +3,8 @@
 ``auto`` uses the tiled torch product when a GPU is present (the product is then
 seconds) and the dask path on CPU; both write the same arrays. ``reduce.kernel``
 says what is written: the dense N x N kernel, the streamed top-k neighbour lists
-(``topk.py``, always the CPU dask engine), or both, dense first. Every caller
+(``topk.py`` on the dask engine, ``topk_torch.py`` on the torch engine), or both,
+dense first; one engine does both. Every caller
 (``losskernel reduce``, ``run``, the SLURM reduce job, development, calibrate,
 the Python API) comes through ``reduce_with_config``, so a setting in the
 config is never silently replaced by a library default. ``reduce.scheduler``
@@ -46,6 +47,15 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def _engine(settings: ReduceConfig) -> str:
+    """'torch' or 'dask': ``reduce.engine``, where 'auto' is torch when this process reduces
+    (threads scheduler) on a device other than the CPU and a GPU is there."""
+    if settings.engine != "auto":
+        return "torch" if settings.engine == "torch" else "dask"
+    return ("torch" if settings.scheduler == ReduceScheduler.THREADS
+            and settings.device != "cpu" and _cuda_available() else "dask")
+
+
 def reduce_with_config(
     store: RunStore,
     config: Config,
@@ -68,6 +78,18 @@ def reduce_with_config(
             dense = _reduce_dense(store, settings, allow_partial, progress, cluster)
         if settings.kernel == "dense":
             return dense
+        if _engine(settings) == "torch":
+            from .topk_torch import reduce_neighbours_torch
+
+            report = reduce_neighbours_torch(
+                store, k=settings.neighbours_k, k_bottom=settings.neighbours_bottom_k,
+                metric=settings.neighbours_metric,
+                exclude_same_label=config.analysis.exclude_same_label,
+                block_size=settings.block_size, device=settings.device,
+                allow_partial=allow_partial, write_moments=dense is None,
+                cache_bytes=int(settings.cache_gb * 2**30), progress=progress,
+            )
+            return dense if dense is not None else report
         report = reduce_neighbours(
             store, k=settings.neighbours_k, k_bottom=settings.neighbours_bottom_k,
             metric=settings.neighbours_metric,
@@ -84,11 +106,7 @@ def _reduce_dense(
     cluster: ReduceCluster | None,
 ) -> ReduceReport:
     """The dense kernel with the configured engine (dask on a cluster)."""
-    engine = settings.engine
-    if engine == "auto":
-        engine = ("torch" if settings.scheduler == ReduceScheduler.THREADS
-                  and settings.device != "cpu" and _cuda_available() else "dask")
-    if engine == "torch":
+    if _engine(settings) == "torch":
         from .tiled import reduce_store_torch
 
         return reduce_store_torch(  # its device 'auto': cuda when available
