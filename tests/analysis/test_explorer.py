@@ -247,3 +247,28 @@ def test_rare_categories_on_top_marked_texts_and_thumbnails(planted, tmp_path):
         browser.evaluate("explorer.search('#7')")
         assert browser.evaluate("explorer.state.selected") == 7
         assert browser.network_requests() == [] and browser.errors() == []
+
+
+def test_a_run_without_the_dense_kernel_shows_the_streamed_lists(tmp_path):
+    """reduce.kernel: neighbours: the page's neighbours are the lists the reduce streamed,
+    which equal the dense kernel's top-k; a run without texts says it shows indices."""
+    from losskernel_dist.jobs.run import reduce_run_dir
+
+    path = tmp_path / "run"
+    store = planted_run(path, two_task_draws(20, 20, chains=2, draws=30),
+                        labels=np.r_[np.zeros(20, int), np.ones(20, int)],
+                        analysis={"exclude_same_label": False, "cka_grid": 3})
+    dense = np.asarray(store.kernel_array("corr")[...], dtype=np.float64)
+    reduce_run_dir(path, reduce_overrides={"kernel": "neighbours", "neighbours_k": 12})
+    assert not RunDir(path).open_store().has_kernel()
+    analyze_run_dir(path)
+    info = json.loads((path / "analysis" / "metrics.json").read_text())["explorer"]
+    assert info["neighbour_source"].startswith("streamed by the reduce") and not info["texts"]
+    doc = json.loads((path / "analysis" / "explorer.json").read_text())
+    assert doc["texts"] is None and "stores no sample texts" in doc["notes"][0]
+    index = decode(doc["neighbours"]["index"])
+    np.fill_diagonal(dense, -np.inf)
+    expected = np.argsort(-dense, axis=1, kind="stable")[:, :info["neighbours_k"]]
+    assert np.array_equal(index, expected)
+    assert np.allclose(decode(doc["neighbours"]["corr"]),
+                       np.take_along_axis(dense, expected, axis=1), atol=1e-5)
