@@ -84,21 +84,25 @@ def top_k_stable(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
     ``scores`` (b, w) float64 marks excluded entries with -inf. Returns (b, k)
     values and positions equal to ``argsort(-row, stable)[:k]`` over the row's
     finite entries; slots past them hold -inf (their positions are arbitrary).
+    One ``torch.topk`` of k + 1: only a row whose (k + 1)-th value equals its k-th
+    can have a tie across the cut, and only such rows are looked at again.
     """
     b, w = scores.shape
     kk = min(k, w)
-    value, pos = torch.topk(scores, kk, dim=1, sorted=False)
-    cut = value.min(dim=1).values  # the k-th value: topk took any of the entries tied there
-    crowded = ((scores >= cut[:, None]).sum(dim=1) > kk) & (cut > NEG_INF)
-    rows = crowded.nonzero().squeeze(1)
-    if rows.numel():
-        sub, at = scores[rows], cut[rows, None]
-        above, tied = sub > at, sub == at
-        need = kk - above.sum(dim=1, keepdim=True)
-        take = above | (tied & (tied.cumsum(dim=1) <= need))  # the first tied ones
-        p = take.nonzero()[:, 1].view(-1, kk)  # row-major: exactly kk per row
-        pos[rows] = p
-        value[rows] = sub.gather(1, p)
+    value, pos = torch.topk(scores, min(kk + 1, w), dim=1, sorted=True)
+    if kk < w:
+        cut = value[:, kk - 1]
+        crowded = (value[:, kk] == cut) & (cut > NEG_INF)  # topk took any of the tied
+        value, pos = value[:, :kk].contiguous(), pos[:, :kk].contiguous()
+        rows = crowded.nonzero().squeeze(1)
+        if rows.numel():
+            sub, at = scores[rows], cut[rows, None]
+            above, tied = sub > at, sub == at
+            need = kk - above.sum(dim=1, keepdim=True)
+            take = above | (tied & (tied.cumsum(dim=1) <= need))  # the first tied ones
+            p = take.nonzero()[:, 1].view(-1, kk)  # row-major: exactly kk per row
+            pos[rows] = p
+            value[rows] = sub.gather(1, p)
     value, pos = _order(value, pos)
     if kk < k:
         value = torch.cat([value, value.new_full((b, k - kk), NEG_INF)], dim=1)
@@ -237,29 +241,14 @@ def reduce_neighbours_torch(
     lab = torch.from_numpy(np.asarray(labels)).to(dev) if excluding else None
     finite = bool(np.isfinite(scale).all() and np.isfinite(draws.mean).all()
                   and np.isfinite(draws.var).all())
-    clip = metric is NeighboursMetric.CORR
+    per_block = RowBlockLists(columns, n, k, k_bottom, width, metric is NeighboursMetric.CORR,
+                              lab, finite, block, dev)
     bar = tqdm(total=len(todo), desc="neighbours", unit="row block", disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
     with torch.no_grad():
         for b in todo:
             i0, i1 = b * block, min((b + 1) * block, n)
-            left = columns(i0, i1)
-            top = DeviceTopK(i1 - i0, k, dev)
-            bottom = DeviceTopK(i1 - i0, k_bottom, dev) if k_bottom else None
-            for j0 in range(0, n, width):
-                j1 = min(j0 + width, n)
-                tile = left @ columns(j0, j1).T
-                if clip:
-                    tile.clamp_(-1.0, 1.0)
-                exclude = _excluded(tile, lab, i0, j0, j1, finite)
-                self_r, self_c = _self_entries(i0, i1, j0, j1, dev)
-                if bottom is not None:
-                    neg = tile.neg()
-                    _mask(neg, exclude, self_r, self_c)
-                    bottom.offer(neg, j0)
-                    del neg
-                _mask(tile, exclude, self_r, self_c)
-                top.offer(tile, j0)
+            top, bottom = per_block.lists(i0, i1)
             arrays["top_index"][i0:i1], arrays["top_value"][i0:i1] = top.result(1.0)
             if bottom is not None:
                 arrays["bottom_index"][i0:i1], arrays["bottom_value"][i0:i1] = bottom.result(-1.0)
@@ -284,6 +273,45 @@ def reduce_neighbours_torch(
     info["neighbours"] = {**report.as_attrs(), "engine": name, "tile_columns": width}
     store.set_reduce_record(info)
     return report
+
+
+class RowBlockLists:
+    """One row block's top and bottom lists, tile by tile on the device.
+
+    The tile and its negation live in two buffers allocated once (B W float64 each):
+    a fresh multi-MiB allocation per tile cost the CPU page faults, longer than the
+    negation itself.
+    """
+
+    def __init__(self, columns: Callable[[int, int], torch.Tensor], n: int, k: int,
+                 k_bottom: int, width: int, clip: bool, lab: torch.Tensor | None, finite: bool,
+                 block: int, dev: torch.device) -> None:
+        self.columns, self.n, self.k, self.k_bottom, self.width = columns, n, k, k_bottom, width
+        self.clip, self.lab, self.finite, self.dev = clip, lab, finite, dev
+        self.buf = torch.empty(block * width, dtype=torch.float64, device=dev)
+        self.neg = torch.empty_like(self.buf) if k_bottom else None
+
+    def lists(self, i0: int, i1: int) -> tuple[DeviceTopK, DeviceTopK | None]:
+        """Rows i0..i1 against every column: their running top and bottom lists."""
+        left = self.columns(i0, i1)
+        b = i1 - i0
+        top = DeviceTopK(b, self.k, self.dev)
+        bottom = DeviceTopK(b, self.k_bottom, self.dev) if self.k_bottom else None
+        for j0 in range(0, self.n, self.width):
+            j1 = min(j0 + self.width, self.n)
+            tile = self.buf[: b * (j1 - j0)].view(b, j1 - j0)
+            torch.mm(left, self.columns(j0, j1).T, out=tile)
+            if self.clip:
+                tile.clamp_(-1.0, 1.0)
+            exclude = _excluded(tile, self.lab, i0, j0, j1, self.finite)
+            self_r, self_c = _self_entries(i0, i1, j0, j1, self.dev)
+            if bottom is not None:
+                neg = torch.neg(tile, out=self.neg[: tile.numel()].view_as(tile))
+                _mask(neg, exclude, self_r, self_c)
+                bottom.offer(neg, j0)
+            _mask(tile, exclude, self_r, self_c)
+            top.offer(tile, j0)
+        return top, bottom
 
 
 def _excluded(tile: torch.Tensor, lab: torch.Tensor | None, i0: int, j0: int, j1: int,
