@@ -9,6 +9,12 @@ From the measured rate it projects the paper's ImageNet job (15 chains x 500
 draws, burn-in 100) on four such GPUs, against the paper's ~3 hours on four A100s.
 The CKA between the bf16 and float32 kernels of the same draws states what the
 bf16 pass costs in accuracy.
+
+The floor, measured in the same run: a plain forward loop over the same eval
+images already on the device, in float32 and in bf16 autocast with channels-last
+(images/s, the best the eval pass could do). Each variant's eval-pass share is its
+draws/s times N over the floor of its own precision (the SGLD step's minibatch,
+3 b image-forwards a draw, is left out: an upper bound under 8% at b = 256).
 """
 
 from __future__ import annotations
@@ -54,6 +60,44 @@ def run(root: Path, name: str, args: argparse.Namespace, **eval_opts) -> dict:
             "losses": losses}
 
 
+def _forward(model, shards: list, device, dtype) -> None:
+    """One plain forward pass over the shards, under autocast to ``dtype`` when given."""
+    import torch
+
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype,
+                                                enabled=dtype is not None):
+        for x in shards:
+            model(x)
+
+
+def floor(args: argparse.Namespace, passes: int) -> dict:
+    """images/s of a plain forward loop over the eval images on the device: float32, and bf16
+    autocast with channels-last (the optimised variant's settings); one warm-up pass each."""
+    import torch
+    from synthetic_vision import build
+
+    task = build(n_eval=args.n_eval, n_train=8, image_size=args.image_size)
+    device = torch.device(args.device)
+    images = task.eval.tensors[0].to(device)
+    model = task.model.to(device).eval()
+    out = {}
+    for name, dtype, layout in (("float32", None, torch.contiguous_format),
+                                ("bf16", torch.bfloat16, torch.channels_last)):
+        model = model.to(memory_format=layout)
+        shards = [images[i:i + args.eval_batch].contiguous(memory_format=layout)
+                  for i in range(0, len(images), args.eval_batch)]
+        _forward(model, shards, device, dtype)  # warm-up (cuDNN's algorithm choice)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(passes):
+            _forward(model, shards, device, dtype)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        out[f"{name}_images_per_s"] = passes * len(images) / (time.perf_counter() - t0)
+    return out
+
+
 def cka_of_draws(a: np.ndarray, b: np.ndarray) -> float:
     def gram(x: np.ndarray) -> np.ndarray:
         x = x.reshape(-1, x.shape[-1]).astype(np.float64)
@@ -77,6 +121,9 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--device", default="cuda",
                     help="'cuda' (the benchmark); 'cpu' only checks that the script runs")
+    ap.add_argument("--floor-passes", type=int, default=3,
+                    help="timed passes of the plain forward loop (0: no floor)")
+    ap.add_argument("--json", default=None, help="also write the result to this file")
     args = ap.parse_args()
     import torch
 
@@ -90,19 +137,31 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
     cka = cka_of_draws(plain.pop("losses")[:, :, :2000], fast.pop("losses")[:, :, :2000])
     rows = [plain, fast]
+    base = floor(args, args.floor_passes) if args.floor_passes > 0 else {}
     draws_total = PAPER["chains"] * PAPER["draws"]
-    for r in rows:
+    for r, precision in ((plain, "float32"), (fast, "bf16")):
         per_gpu = r["draws_per_s"]
         r["projected_hours_4gpu"] = draws_total / (per_gpu * PAPER["gpus"]) / 3600
+        if base:
+            r["eval_share_of_floor"] = (per_gpu * args.n_eval
+                                        / base[f"{precision}_images_per_s"])
     print(f"{'variant':<10} {'draws/s/GPU':>12} {'paper job on 4 GPUs (h)':>24}")
     for r in rows:
         print(f"{r['variant']:<10} {r['draws_per_s']:>12.3f} {r['projected_hours_4gpu']:>24.2f}")
     print(f"paper: {PAPER['hours']} h on 4 A100s; CKA(bf16 kernel, fp32 kernel) on 2000 samples "
           f"of these draws: {cka:.4f} (different chains' noise is identical, only the loss "
           "pass differs)")
+    if base:
+        print(f"floor (plain forward loop, images/s): float32 {base['float32_images_per_s']:.0f}"
+              f", bf16 channels-last {base['bf16_images_per_s']:.0f}; eval-pass share: plain "
+              f"{plain['eval_share_of_floor']:.2f}, optimized {fast['eval_share_of_floor']:.2f}")
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device
-    print(json.dumps({"bench": "gpu", "gpu": device, "rows": rows,
-                      "cka_bf16_vs_fp32": cka, "paper": PAPER}))
+    result = {"bench": "gpu", "gpu": device, "rows": rows, "floor": base,
+              "cka_bf16_vs_fp32": cka, "paper": PAPER,
+              "command": " ".join([Path(sys.executable).name, *sys.argv])}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
