@@ -13,6 +13,16 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The vision marker, and the count of tests per marked group (tests/marker_groups.py)."""
+    from . import marker_groups
+
+    config.addinivalue_line(
+        "markers", "vision: needs torchvision (scripts/test.sh runs these in .venv-vision)")
+    if not config.pluginmanager.is_registered(marker_groups):
+        config.pluginmanager.register(marker_groups, "losskernel-marker-groups")
+
+
 def linear_config(output: Path, args: dict | None = None, **sampler: Any) -> dict:
     """Raw config data for a small linear-task run; ``sampler`` overrides sampler keys."""
     base = {

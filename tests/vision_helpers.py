@@ -14,9 +14,14 @@ def torchvision_problem() -> str:
     return ""
 
 
-def requires_torchvision(test_file: str) -> pytest.MarkDecorator:
-    """A module-level skip for tests that need torchvision, naming how to run them."""
+def requires_torchvision(test_file: str) -> list[pytest.MarkDecorator]:
+    """Module-level marks (``pytestmark = ...``) for tests that need torchvision.
+
+    The ``vision`` marker (scripts/test.sh runs ``-m vision`` in .venv-vision and
+    deselects them elsewhere), and a skip naming how to run them where torchvision
+    does not import.
+    """
     why = torchvision_problem()
-    return pytest.mark.skipif(
+    return [pytest.mark.vision, pytest.mark.skipif(
         bool(why), reason=f"{why}; run with .venv-vision/bin/python -m pytest {test_file}"
-    )
+    )]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from losskernel_dist.config import load_config
 from losskernel_dist.task import Task, load_task
@@ -46,7 +47,14 @@ def test_there_are_configs():
     assert {"demo_modular.yaml", "digits_memorization.yaml", "imagenet_inception_v1.yaml"} <= names
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def _config_param(path: Path):
+    """The config as a test parameter, marked ``vision`` when its task needs torchvision."""
+    target = (yaml.safe_load(path.read_text()).get("task") or {}).get("target")
+    marks = [pytest.mark.vision] if target in NEEDS_TORCHVISION else []
+    return pytest.param(path, marks=marks, id=path.name)
+
+
+@pytest.mark.parametrize("path", [_config_param(p) for p in CONFIGS])
 def test_config_validates_and_its_task_builds_small(path, tmp_path):
     config = load_config(path)
     target = config.task.target
