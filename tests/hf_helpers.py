@@ -99,6 +99,8 @@ def train_briefly(model: Any, tok: Any, texts: list[str], steps: int, max_length
                   batch: int = 16, lr: float = 3e-3, seed: int = 0) -> Any:
     """``steps`` Adam steps of next-token loss on ``texts`` (deterministic), then eval mode."""
     gen = torch.Generator().manual_seed(seed)
+    limit = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+    max_length = min(max_length, limit)
     enc = tok(texts, truncation=True, max_length=max_length, padding="longest",
               return_tensors="pt") if tok.pad_token else None
     if enc is None:

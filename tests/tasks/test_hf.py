@@ -24,9 +24,6 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-pytest.importorskip("transformers", reason="the [hf] extra is not installed")
-pytest.importorskip("datasets", reason="the [hf] extra is not installed")
-
 import losskernel_dist as lk  # noqa: E402
 from losskernel_dist.checkpoint import read_checkpoint  # noqa: E402
 from losskernel_dist.cli import main  # noqa: E402
