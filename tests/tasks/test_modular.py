@@ -169,11 +169,38 @@ def test_functional_call_and_vmap_match_plain_call(task200):
     assert torch.allclose(both[1], moved_logits, **close)
 
 
-def test_loss_is_per_sample(task200):
-    batch = next(iter(DataLoader(task200.eval, batch_size=7)))
-    losses = modular_loss(task200.model, batch)
-    assert losses.shape == (7,)
-    assert bool((losses >= 0).all())
+def test_loss_is_the_cross_entropy_of_each_sample(task200):
+    tokens, targets = next(iter(DataLoader(task200.eval, batch_size=64)))
+    with torch.no_grad():
+        losses = modular_loss(task200.model, [tokens, targets])
+        logits = task200.model(tokens)
+    assert losses.shape == (64,) and losses.dtype == torch.float32
+    direct = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    assert torch.allclose(losses, direct, rtol=1e-5, atol=1e-8)
+    # and from its definition, -log softmax(logits)[target], in float64
+    logits64 = logits.double()
+    by_hand = logits64.logsumexp(-1) - logits64.gather(1, targets[:, None])[:, 0]
+    assert torch.allclose(losses.double(), by_hand, rtol=1e-4, atol=1e-7)
+    # one loss per sample, in the batch's order
+    order = torch.randperm(64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        permuted = modular_loss(task200.model, [tokens[order], targets[order]])
+    assert torch.allclose(permuted, losses[order], rtol=1e-5, atol=1e-8)
+    # a wrong target costs a confident model dearly; the right one almost nothing
+    with torch.no_grad():
+        wrong = modular_loss(task200.model, [tokens, (targets + 1) % P + P * (targets // P)])
+    assert float(losses.max()) < 0.1 < float(wrong.min())
+
+
+def test_losses_reproduce_the_training_loss_recorded_in_the_checkpoint(shipped, pairs):
+    """The mean loss over the training pairs is what training recorded, per operation."""
+    model = model_from_checkpoint(shipped)
+    train = pairs.subset(train_mask_from_checkpoint(shipped, pairs))
+    with torch.no_grad():
+        losses = modular_loss(model, [train.tokens, train.targets]).double()
+    for op, name in ((ADDITION, "addition"), (DIVISION, "division")):
+        recorded = shipped["metrics"][f"train_loss_{name}"]
+        assert float(losses[train.operation == op].mean()) == pytest.approx(recorded, rel=1e-4)
 
 
 def test_full_forward_matches_last_only_shortcut():
