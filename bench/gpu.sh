@@ -1,12 +1,10 @@
 #!/usr/bin/env bash
-# GPU benchmark (one GPU, < 8 minutes): draws/s of an Inception-v1-sized job with and
-# without the optimizations, and the projected time of the paper's ImageNet job on 4 GPUs.
-#   bash bench/gpu.sh            # needs a CUDA machine; installs torchvision if missing
-set -euo pipefail
-cd "$(dirname "$0")/.."
-[[ -x .venv/bin/python ]] || python3 -m venv .venv
-. .venv/bin/activate
-python -c "import torchvision" 2>/dev/null || pip install -q torchvision
-pip install -q -e . 2>/dev/null || true
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-PYTHONPATH=bench timeout 480 python bench/gpu.py "$@"
+# GPU benchmark (bench/gpu.py: draws/s of an Inception-v1-sized job with and without the
+# optimisations, its floor, and the paper's ImageNet job projected on 4 GPUs), run the way
+# bench/device/run.sh runs it on a GPU machine without network or venv: that machine's
+# python3, the carried wheels of bench/device/wheels/, a time budget, a JSON record in $OUT.
+# The whole prepared run of issue 16 (GPU tests, CUDA resume, this, the reduce on the
+# device, modular_full) is bench/device/run.sh itself.
+#   bash bench/gpu.sh [--commit SHA] [--out DIR]
+set -uo pipefail
+exec bash "$(dirname "$0")/device/run.sh" --steps gpu_bench "$@"
