@@ -178,15 +178,25 @@ def neighbours_part(metrics: Mapping[str, Any], folder: Path) -> str:
     rows = []
     for ex in nb.get("examples", []):
         def fmt(items: list) -> str:
-            return ", ".join(f"#{i['sample']} ({i['rho']:+.3f}"
-                             + (f", {i['label']}" if i.get("label") is not None else "") + ")"
-                             for i in items)
-        rows.append((f"#{ex['sample']}" + (f" ({ex['label']})" if ex.get("label") else ""),
-                     fmt(ex["top"]), fmt(ex["bottom"])))
+            return "<br>".join(sample_html(i, f"{i['rho']:+.3f}") for i in items)
+        rows.append((sample_html(ex), fmt(ex["top"]), fmt(ex["bottom"])))
     if rows:
-        parts.append("<p>A few random samples and their neighbours (sample, rho, label):</p>"
-                     + table(rows, ["sample", "most correlated", "least correlated"]))
+        parts.append("<p>A few random samples and their neighbours (sample, rho, label"
+                     + (", text" if any("text" in ex for ex in nb["examples"]) else "")
+                     + "):</p>" + table(rows, ["sample", "most correlated", "least correlated"],
+                                        fmt=str))
     return "\n".join(parts)
+
+
+def sample_html(item: Mapping[str, Any], rho: str = "") -> str:
+    """One sample of a neighbour table as HTML: ``#j (rho, label)`` and its text, if any,
+    with a token-level kernel's token (between ⟦ and ⟧) highlighted."""
+    inside = ", ".join(escape(x) for x in (rho, item.get("label")) if x)
+    out = f"#{item['sample']}" + (f" ({inside})" if inside else "")
+    if item.get("text") is not None:
+        text = escape(item["text"]).replace("\u27e6", "<mark>").replace("\u27e7", "</mark>")
+        out += f' <q class="sample">{text}</q>'
+    return out
 
 
 def lift_part(metrics: Mapping[str, Any], folder: Path) -> str:

@@ -190,9 +190,26 @@ def test_whole_pipeline_at_both_granularities(both_runs):
         assert "Nearest neighbours" in report
         metrics = run.metrics
         assert metrics["neighbours"]["mean_top1_corr"] is not None
+        # the report's neighbour table shows each sample's text (a token in its context,
+        # the token highlighted)
+        example = metrics["neighbours"]["examples"][0]
+        assert example["text"] == texts[example["sample"]]
+        assert example["top"][0]["text"] == texts[example["top"][0]["sample"]]
+        assert '<q class="sample">' in report
         if granularity == "token":
             assert all(MARK_OPEN in t for t in texts)
             assert {"sequence", "position", "token_id", "token"} <= set(store.attributes())
+            table = report.split("A few random samples")[1].split("</table>")[0]
+            assert "<mark>" in table and MARK_OPEN not in table
+
+
+def test_long_texts_are_cut_around_their_token():
+    from losskernel_dist.analysis.sections.neighbours import cut_text
+
+    text = "a" * 300 + MARK_OPEN + "tok" + MARK_CLOSE + "b" * 300
+    short = cut_text(text, 60)
+    assert MARK_OPEN + "tok" + MARK_CLOSE in short and short[0] == short[-1] == "\u2026"
+    assert len(short) <= 62 and cut_text("plain " * 40, 20) == ("plain " * 40)[:20] + "\u2026"
 
 
 @pytest.mark.slow

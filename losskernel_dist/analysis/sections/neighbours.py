@@ -12,6 +12,7 @@ says so.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,11 +25,28 @@ from ..kernelio import DenseRows
 from ..neighbours import Neighbours, compute_neighbours
 from ..registry import analysis
 from ..section import Section, nanmean
-from ..thumbnails import choose_references
+from ..thumbnails import TEXT_ATTRIBUTE, choose_references
 from .hierarchy import HierarchySection
 
 EXAMPLES = 5  # references in the report's table
 EXAMPLE_NEIGHBOURS = 5  # top and bottom neighbours shown per reference
+EXAMPLE_TEXT_CHARS = 120  # a sample's text in the table is cut to this many characters
+
+
+MARK_OPEN = "\u27e6"  # task.MARK_OPEN, where a marked token starts (the analysis cannot
+# import the task layer, which imports torch)
+
+
+def cut_text(text: str, chars: int = EXAMPLE_TEXT_CHARS) -> str:
+    """``text`` cut to about ``chars`` characters around its marked token (from the start
+    when it has none), an ellipsis marking each cut."""
+    if len(text) <= chars:
+        return text
+    mark = text.find(MARK_OPEN)
+    start = 0 if mark < 0 else max(0, min(mark - chars // 3, len(text) - chars))
+    body = text[start:start + chars]
+    return ("\u2026" if start > 0 else "") + body + (
+        "\u2026" if start + chars < len(text) else "")
 
 
 @dataclass
@@ -53,11 +71,12 @@ def same_label_exclusion(settings: AnalysisConfig, labels: np.ndarray | None) ->
 
 @analysis(report="neighbours", title="Nearest neighbours")
 def neighbours(settings: AnalysisConfig, store: RunStore, corr: DenseRows | None,
-               labels: np.ndarray | None, n: int, draws: int,
-               hierarchy: HierarchySection) -> NeighboursSection:
+               labels: np.ndarray | None, attributes: Mapping[str, np.ndarray], n: int,
+               draws: int, hierarchy: HierarchySection) -> NeighboursSection:
     """The lists from the dense kernel (stored in the run), else the streamed ones."""
+    texts = attributes.get(TEXT_ATTRIBUTE)
     if corr is None:
-        return streamed_neighbours(settings, store, labels, n, draws, hierarchy)
+        return streamed_neighbours(settings, store, labels, n, draws, hierarchy, texts)
     k = settings.neighbours
     k_top = max(k, settings.umap_neighbours - 1)
     excluding = same_label_exclusion(settings, labels)
@@ -74,7 +93,7 @@ def neighbours(settings: AnalysisConfig, store: RunStore, corr: DenseRows | None
         "mean_top1_corr": nanmean(lists.top_corr[:, 0]),
         "mean_topk_corr": nanmean(lists.top_corr[:, :k]),
         "mean_bottomk_corr": nanmean(lists.bottom_corr),
-        "examples": examples(lists, k, n, settings.seed, hierarchy.label_text(labels)),
+        "examples": examples(lists, k, n, settings.seed, hierarchy.label_text(labels), texts),
     }
     if settings.exclude_same_label and not excluding:
         numbers["note"] = "same-label exclusion asked for but the run has fewer than 2 labels"
@@ -84,7 +103,8 @@ def neighbours(settings: AnalysisConfig, store: RunStore, corr: DenseRows | None
 
 
 def streamed_neighbours(settings: AnalysisConfig, store: RunStore, labels: np.ndarray | None,
-                        n: int, draws: int, hierarchy: HierarchySection) -> NeighboursSection:
+                        n: int, draws: int, hierarchy: HierarchySection,
+                        texts: np.ndarray | None = None) -> NeighboursSection:
     """The section of a run without the dense kernel, from the reduce's streamed lists."""
     data = store.read_stream_neighbours()
     attrs = data["attrs"]
@@ -110,7 +130,7 @@ def streamed_neighbours(settings: AnalysisConfig, store: RunStore, labels: np.nd
         "mean_top1_corr": nanmean(lists.top_corr[:, 0]),
         "mean_topk_corr": nanmean(lists.top_corr[:, :k]),
         "mean_bottomk_corr": nanmean(lists.bottom_corr),
-        "examples": examples(lists, k, n, settings.seed, hierarchy.label_text(labels)),
+        "examples": examples(lists, k, n, settings.seed, hierarchy.label_text(labels), texts),
     }
     notes = []
     if k < settings.neighbours:
@@ -131,9 +151,11 @@ def streamed_neighbours(settings: AnalysisConfig, store: RunStore, labels: np.nd
                              streamed=True)
 
 
-def examples(lists: Neighbours, k: int, n: int, seed: int,
-             text: list[str] | None) -> list[dict[str, Any]]:
-    """A few references with their top and bottom neighbours, for the report's table."""
+def examples(lists: Neighbours, k: int, n: int, seed: int, text: list[str] | None,
+             texts: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """A few references with their top and bottom neighbours, for the report's table:
+    each with its label's name (``text``) and, when the run stores them, its own text
+    (``texts``: a sequence, or a token in its context), cut to EXAMPLE_TEXT_CHARS."""
     k_top = min(EXAMPLE_NEIGHBOURS, lists.top_index.shape[1], k or lists.top_index.shape[1])
     k_bottom = min(EXAMPLE_NEIGHBOURS, lists.bottom_index.shape[1])
 
@@ -141,12 +163,15 @@ def examples(lists: Neighbours, k: int, n: int, seed: int,
         out: dict[str, Any] = {"sample": int(j), "rho": float(rho)}
         if text is not None and j >= 0:
             out["label"] = text[j]
+        if texts is not None and j >= 0:
+            out["text"] = cut_text(str(texts[j]))
         return out
 
     return [
         {
             "sample": int(i),
             "label": text[i] if text is not None else None,
+            **({"text": cut_text(str(texts[i]))} if texts is not None else {}),
             "top": [item(j, r) for j, r in zip(lists.top_index[i, :k_top],
                                                lists.top_corr[i, :k_top], strict=True) if j >= 0],
             "bottom": [item(j, r) for j, r in zip(lists.bottom_index[i, :k_bottom],
