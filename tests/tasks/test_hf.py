@@ -360,3 +360,28 @@ def test_errors_are_the_package_errors(files):
     with pytest.raises(TaskError, match="max_length 1000 exceeds the 128 positions"):
         hf.causal_lm(model=str(files["gpt2"]), train={"data_files": str(files["train"])},
                      eval={"data_files": str(files["eval"])}, max_length=1000)
+
+
+# ------------------------------------------------------------------ the docs' config
+
+
+def doc_config(heading: str) -> dict:
+    """The first YAML block after ``heading`` in docs/byom_text.md."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "byom_text.md").read_text()
+    block = text.split(heading, 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    return yaml.safe_load(block)
+
+
+def test_the_docs_config_is_valid_and_builds_with_local_files(files):
+    import inspect
+
+    data = doc_config("## Hugging Face language models")
+    config = lk.load_config({**data, "output": "runs/unused"})
+    assert config.task.target == TARGET
+    inspect.signature(hf.causal_lm).bind(**config.task.args)  # the argument names exist
+    local = {**config.task.args, "model": str(files["gpt2"]), "revision": None,
+             "train": {**config.task.args["train"], "data_files": str(files["train"]), "n": 40},
+             "eval": {**config.task.args["eval"], "data_files": str(files["eval"]), "n": 8},
+             "max_length": 24, "sample_params": ["transformer.h.1.*"]}
+    task = load_task(TARGET, local)
+    assert task.n_eval == 8 and task.n_train == 40

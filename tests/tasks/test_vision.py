@@ -160,3 +160,17 @@ def test_bad_input_is_one_clear_line(folders, tmp_path, capsys):
         whole = tmp_path / "m.pt"
         torch.save(torch.nn.Linear(2, 2), whole)
         vision.build_classifier(str(whole), "default", 3, 0)
+
+
+def test_the_docs_config_is_valid_and_builds_with_local_folders(folders):
+    import inspect
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "byom_text.md").read_text()
+    block = text.split("## Image classifiers", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = lk.load_config({**yaml.safe_load(block), "output": "runs/unused"})
+    assert config.task.target == TARGET
+    inspect.signature(vision.image_classifier).bind(**config.task.args)
+    train, evalu = folders
+    task = load_task(TARGET, {**config.task.args, "weights": "none", "train_root": str(train),
+                              "eval_root": str(evalu), "image_size": 32, "n_eval": 6})
+    assert task.n_eval == 6 and task.label_names == sorted(CLASSES)
