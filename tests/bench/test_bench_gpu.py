@@ -32,7 +32,11 @@ def test_gpu_benchmark_smoke_run_on_cpu(tmp_path):
     assert [r["variant"] for r in result["rows"]] == ["plain", "optimized"]
     for row in result["rows"]:
         assert row["draws"] == 2 and row["draws_per_s"] > 0 and row["projected_hours_4gpu"] > 0
-    assert -1.0 <= result["cka_bf16_vs_fp32"] <= 1.0
+    # Both variants follow the same chain (same seed; only the loss pass differs), so their
+    # kernels must agree: with 2 draws each kernel has rank one and CKA is the squared cosine
+    # of the two draw-to-draw loss changes over the 6 samples, about 0.2 for unrelated
+    # changes (0.9936 measured). Below 1: the bf16 pass did change the losses.
+    assert 0.9 < result["cka_bf16_vs_fp32"] < 1.0 - 1e-9
 
 
 def test_gpu_benchmark_refuses_to_run_without_a_gpu(tmp_path):
