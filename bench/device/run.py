@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             elif missing := [m for m in step.needs if m not in ok]:
                 reason = f"cannot import {', '.join(missing)}"
             elif step.skip is not None:
-                reason = step.skip(record["results"])
+                reason = step.skip(record["results"], min(step.budget, left))
             if reason:
                 entry = {"name": step.name, "status": "skipped", "reason": reason}
                 log.write(f"\n== {step.name}: skipped ({reason})\n")

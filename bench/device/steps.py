@@ -32,7 +32,8 @@ class Step:
     command: list[str]
     result: Path | None = None  # the JSON file the step writes, read into the record
     needs: tuple[str, ...] = ()  # modules that must import, else the step is skipped
-    skip: Callable[[dict], str | None] | None = None  # a reason to skip, from earlier results
+    # a reason to skip, from the results so far and the seconds the step would have
+    skip: Callable[[dict, float], str | None] | None = None
     env: dict[str, str] = field(default_factory=dict)  # added to the step's environment
     min_budget: float = 10.0  # skipped when less than this is left
 
@@ -56,7 +57,7 @@ def projected_1e6(results: dict, budget: float) -> str | None:
 
 def steps(tmp: Path, device: str, dry_run: bool) -> list[Step]:
     """The table, in the order it runs."""
-    t = {"gpu_tests": 75, "resume": 60, "gpu_bench": 90, "neighbours_vs_dask": 45,
+    t = {"gpu_tests": 75, "resume": 90, "gpu_bench": 90, "neighbours_vs_dask": 60,
          "neighbours_large": 30, "reduce_dense": 100, "neighbours_1e6": 75,
          "modular_full": 240}
     tiny = dry_run
@@ -97,7 +98,8 @@ def steps(tmp: Path, device: str, dry_run: bool) -> list[Step]:
                         "--block", "128" if tiny else "2048",
                         "--json", str(result["neighbours_large"])],
              result=result["neighbours_large"],
-             skip=(lambda results: "dry run: the code of neighbours_vs_dask") if tiny else None),
+             skip=(lambda results, budget: "dry run: the code of neighbours_vs_dask")
+             if tiny else None),
         Step("reduce_dense", t["reduce_dense"],
              engines + ["--kind", "dense", "--engines", "torch,dask",
                         "--n", "300" if tiny else "50000", "--m", "200",
@@ -110,7 +112,7 @@ def steps(tmp: Path, device: str, dry_run: bool) -> list[Step]:
                         "--block", "128" if tiny else "2048",
                         "--json", str(result["neighbours_1e6"])],
              result=result["neighbours_1e6"],
-             skip=lambda results: projected_1e6(results, t["neighbours_1e6"])),
+             skip=projected_1e6),
         Step("modular_full", t["modular_full"], modular, needs=("umap", "arviz"),
              min_budget=30 if tiny else 120),
     ]
