@@ -143,6 +143,10 @@ def test_task_labels_pixels_and_attributes(tmp_path):
     with torch.no_grad():
         losses = task.loss(task.model, batch)
     assert losses.shape == (10,) and torch.isfinite(losses).all()
+    with torch.no_grad():  # the cross-entropy of the model's logits, from its definition
+        logits = task.model(batch[0]).double()
+    by_hand = logits.logsumexp(-1) - logits.gather(1, batch[1][:, None])[:, 0]
+    assert torch.allclose(losses.double(), by_hand, rtol=1e-4, atol=1e-5)
     same = task.labels[:, None] == task.labels[None, :]
     gaps = (losses[:, None] - losses[None, :]).abs().numpy()[same & ~np.eye(10, dtype=bool)]
     assert gaps.size and gaps.max() > 1e-3

@@ -117,8 +117,14 @@ def test_weights_file_and_saved_model(folders, tmp_path):
 def test_timm_model(folders):
     pytest.importorskip("timm")
     task = load_task(TARGET, args(folders, model="timm:resnet10t"))
-    out = task.loss(task.model, next(iter(torch.utils.data.DataLoader(task.eval, 4))))
+    images, labels = next(iter(torch.utils.data.DataLoader(task.eval, 4)))
+    with torch.no_grad():
+        out = task.loss(task.model, [images, labels])
+        logits = task.model(images).double()
     assert out.shape == (4,) and torch.isfinite(out).all()
+    # the cross-entropy of the timm model's logits, from its definition
+    by_hand = logits.logsumexp(-1) - logits.gather(1, labels[:, None])[:, 0]
+    assert torch.allclose(out.double(), by_hand, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow
