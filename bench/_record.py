@@ -58,6 +58,8 @@ class BenchRecord:
         self.config = config
         self.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.load_before = os.getloadavg()
+        self.commit = _git("rev-parse", "HEAD")  # the code that runs, not a later HEAD
+        self.dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
 
     def write(self, result: Any) -> Path:
         record = {
@@ -65,8 +67,8 @@ class BenchRecord:
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
             "started": self.started,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "git_commit": _git("rev-parse", "HEAD"),
-            "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+            "git_commit": self.commit,
+            "git_dirty": self.dirty,
             "machine": {**machine(), "memory_gib": _memory_gib(),
                         "load_average_before": self.load_before,
                         "load_average_after": os.getloadavg()},
