@@ -18,5 +18,7 @@ PYTHON=${PYTHON:-python3}
 python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 # torch 2.13.0 is the CPU build available offline here; pyproject accepts any torch >= 2.2.
 python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}" 2>&1 | grep -v "^WARNING: Location" || true
-python -m pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
-python -c "import losskernel_dist, torch, zarr, dask; print('losskernel_dist ready: torch', torch.__version__, 'zarr', zarr.__version__)"
+# the [hf] extra (transformers, tokenizers, datasets) for the Hugging Face task and its tests;
+# the constraint keeps pip from replacing the torch installed above
+python -m pip install -q -e ".[test,hf]" -c <(echo "torch==${TORCH_VERSION:-2.13.0}") 2>&1 | grep -v "^WARNING: Location" || true
+python -c "import losskernel_dist, torch, zarr, dask, transformers; print('losskernel_dist ready: torch', torch.__version__, 'zarr', zarr.__version__, 'transformers', transformers.__version__)"
