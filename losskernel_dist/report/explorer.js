@@ -117,45 +117,55 @@
         + (rare ? ", rare: on top" : "") + ")</div>").join("");
   }
 
-  function overlayTraces() {
-    const pick = (idx, name, marker) => ({type: "scattergl", mode: "markers", hoverinfo: "none",
-      showlegend: false, name: name, x: subset(idx, X), y: subset(idx, Y), marker: marker});
-    const matches = Int32Array.from(state.matches);
-    const neighbours = state.selected >= 0 && nb ? neighbourList(state.selected).map(e => e[0])
-      : [];
-    const selected = state.selected >= 0 ? [state.selected] : [];
-    const ring = (size, colour, width) => ({size: size, color: "rgba(0,0,0,0)",
-      line: {width: width, color: colour}});
-    return [[pick(matches, "search matches", ring(markerSize + 6, "#ff7f0e", 2)),
-      pick(Int32Array.from(neighbours), "neighbours", ring(markerSize + 8, "#111", 2)),
-      pick(Int32Array.from(selected), "selected", {size: markerSize + 12, color: "#e41a1c",
-        line: {width: 2.5, color: "#000"}})],  // a circle: other symbols cost an SDF per draw
-    [matches, Int32Array.from(neighbours), Int32Array.from(selected)]];
-  }
-
   const layout = {margin: {l: 10, r: 10, t: 10, b: 10}, hovermode: "closest", dragmode: "zoom",
     uirevision: "map", showlegend: false,
     xaxis: {visible: false}, yaxis: {visible: false, scaleanchor: "x"},
     paper_bgcolor: "#fff", plot_bgcolor: "#fff"};
   const config = {responsive: true, displaylogo: false, scrollZoom: true};
 
-  const cache = new Map();  // colouring -> its traces (built once: the overlays change)
+  const cache = new Map();  // colouring -> its traces (built once)
   function draw() {
-    if (!cache.has(state.colouring)) cache.set(state.colouring, colourTraces(colourings[state.colouring]));
+    if (!cache.has(state.colouring)) {
+      cache.set(state.colouring, colourTraces(colourings[state.colouring]));
+    }
     const [traces, index, key] = cache.get(state.colouring);
     setKey(...key);
-    const [extra, extraIndex] = overlayTraces();
-    state.traceIndex = index.concat(extraIndex);
-    return Plotly.react(gd, traces.concat(extra), layout, config);
+    state.traceIndex = index;
+    return Plotly.react(gd, traces, layout, config).then(drawOverlays);
   }
 
-  // Only the three overlay traces change on a click or a search: restyle just them.
+  // The selected sample, its neighbours and the search matches are drawn on a canvas over
+  // the map, so that a click or a search costs a few circles, not a redraw of N points.
+  // It is redrawn whenever plotly moves the axes (zoom, pan, resize) and hidden meanwhile.
+  const overlay = document.getElementById("overlay");
   function drawOverlays() {
-    const [extra, extraIndex] = overlayTraces();
-    const first = state.traceIndex.length - extraIndex.length;
-    state.traceIndex.splice(first, extraIndex.length, ...extraIndex);
-    return Plotly.restyle(gd, {x: extra.map(t => t.x), y: extra.map(t => t.y)},
-      extra.map((_, i) => first + i));
+    const L = gd._fullLayout, box = gd.getBoundingClientRect(), dpr = window.devicePixelRatio || 1;
+    overlay.width = Math.round(box.width * dpr); overlay.height = Math.round(box.height * dpr);
+    overlay.style.width = box.width + "px"; overlay.style.height = box.height + "px";
+    const ctx = overlay.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    if (!L || !L.xaxis || !L._size) return Promise.resolve(gd);
+    const s = L._size;
+    ctx.beginPath(); ctx.rect(s.l, s.t, s.w, s.h); ctx.clip();
+    const r = markerSize / 2;
+    const circles = (samples, radius, stroke, width, fill) => {
+      ctx.lineWidth = width; ctx.strokeStyle = stroke; ctx.fillStyle = fill || "";
+      for (const j of samples) {
+        ctx.beginPath();
+        ctx.arc(s.l + L.xaxis.l2p(X[j]), s.t + L.yaxis.l2p(Y[j]), radius, 0, 2 * Math.PI);
+        if (fill) ctx.fill();
+        ctx.stroke();
+      }
+    };
+    circles(state.matches, r + 3, "#ff7f0e", 2);
+    if (state.selected >= 0) {
+      if (nb) circles(neighbourList(state.selected).map(e => e[0]), r + 4, "#111", 2);
+      circles([state.selected], r + 6, "#000", 2.5, "#e41a1c");
+    }
+    return Promise.resolve(gd);
+  }
+  function hideOverlays() {
+    overlay.getContext("2d").clearRect(0, 0, overlay.width, overlay.height);
   }
 
   function sampleOf(point) { return state.traceIndex[point.curveNumber][point.pointNumber]; }
@@ -298,6 +308,9 @@
       gd.on("plotly_hover", e => showHover(sampleOf(e.points[0]), e.event));
       gd.on("plotly_unhover", () => { hoverCard.hidden = true; });
       gd.on("plotly_click", e => select(sampleOf(e.points[0])));
+      gd.on("plotly_relayouting", hideOverlays);
+      gd.on("plotly_relayout", () => requestAnimationFrame(drawOverlays));
+      window.addEventListener("resize", () => setTimeout(drawOverlays, 100));
       requestAnimationFrame(() => {
         state.plottedMs = performance.now();
         document.body.dataset.ready = "1";

@@ -74,8 +74,8 @@ def render(info: Mapping[str, Any], document: str, run_name: str) -> str:
         '<label>Colour by <select id="colour"></select></label>',
         '<input id="search" type="search" placeholder="find: sample index or text, Enter">',
         '<span id="status"></span><a href="index.html">the report</a></header>',
-        '<div id="wrap"><div id="mapbox"><div id="plot"></div><div id="key" hidden></div>'
-        '</div><aside id="panel"><div id="selection"><p>'
+        '<div id="wrap"><div id="mapbox"><div id="plot"></div><canvas id="overlay"></canvas>'
+        '<div id="key" hidden></div></div><aside id="panel"><div id="selection"><p>'
         "Hover a point to see its sample; click one to list its nearest neighbours.</p></div>"
         '<ol id="matches"></ol></aside></div>',
         '<div id="hovercard" hidden></div>',

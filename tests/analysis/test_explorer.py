@@ -176,6 +176,18 @@ def hover(browser: Browser, xy: np.ndarray) -> str:
                             "document.getElementById('hovercard').innerText")
 
 
+RING = 7  # radius of a neighbour's ring at N <= 3,000 (marker size 6: 3 + 4 px)
+
+
+def overlay_alpha(browser: Browser, xy: np.ndarray) -> int:
+    """Opacity of the highlight layer (selection, neighbour rings) at page pixel ``xy``."""
+    return browser.evaluate(
+        "(() => { const c = document.getElementById('overlay'), b = c.getBoundingClientRect();"
+        f" const r = c.width / b.width; return c.getContext('2d').getImageData("
+        f"Math.round(({float(xy[0])} - b.left) * r), Math.round(({float(xy[1])} - b.top) * r),"
+        " 1, 1).data[3]; })()")
+
+
 @needs_chromium
 def test_hover_click_colour_and_search_in_headless_chromium(linear_run, tmp_path):
     store = RunDir(linear_run).open_store()
@@ -195,6 +207,11 @@ def test_hover_click_colour_and_search_in_headless_chromium(linear_run, tmp_path
             assert listed == top_k_of_kernel(linear_run, j, k)
             panel = browser.evaluate("document.getElementById('neighbours').innerText")
             assert texts[listed[0]] in panel and "rho " in panel
+            assert overlay_alpha(browser, pixels[j]) == 255  # the selected point, filled
+            ring = [overlay_alpha(browser, pixels[i] + [RING, 0]) for i in listed]
+            assert min(ring) > 0  # every neighbour ringed on the map
+            other = next(i for i in isolated(pixels, 10) if i != j and i not in listed)
+            assert overlay_alpha(browser, pixels[other] + [RING, 0]) == 0  # and no other
 
         before = browser.evaluate("JSON.stringify(document.getElementById('plot').data"
                                   ".map(t => t.marker.color))")
@@ -234,8 +251,7 @@ def test_rare_categories_on_top_marked_texts_and_thumbnails(planted, tmp_path):
         time.sleep(0.5)
         traces = browser.evaluate("document.getElementById('plot').data"
                                   ".map(t => [t.name, Array.from(t.x).length])")
-        assert traces[:2] == [["common categories", 58], ["1 (2, rare: on top)", 2]]
-        assert [t[0] for t in traces[2:]] == ["search matches", "neighbours", "selected"]
+        assert traces == [["common categories", 58], ["1 (2, rare: on top)", 2]]
         assert sorted(browser.evaluate("Array.from(explorer.state.traceIndex[1])")) == list(RARE)
         key = browser.evaluate("document.getElementById('key').innerText")
         assert key.split("\n") == ["0 (58)", "1 (2, rare: on top)"]
