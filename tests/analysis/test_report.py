@@ -42,7 +42,10 @@ def demo_config(output: Path, checkpoint: Path | None, n_eval: int) -> dict:
     config["task"]["args"]["n_eval"] = n_eval
     if checkpoint is not None:
         config["task"]["args"]["checkpoint"] = str(checkpoint)
-    config["sampler"].update(chains=2, draws=40, burnin_steps=30, steps_between_draws=1,
+    # 8 chains x 50 draws (M = 400) after 20 steps of burn-in: the demo's sampler, fewer and
+    # cheaper steps (batch 256). Over 12 random 8-of-16-chain subsets of a pilot (N = 240 to
+    # 1,000) PC1 AUC was >= 0.97 (median 0.995); with 2 chains x 40 draws it ranged 0.5-0.99
+    config["sampler"].update(chains=8, draws=50, burnin_steps=20, steps_between_draws=2,
                              batch_size=256, checkpoint_every=0, device="cpu", threads=1)
     config["eval"] = {"batch_size": n_eval}
     config["reduce"] = {"block_size": 64}
@@ -54,18 +57,10 @@ def demo_config(output: Path, checkpoint: Path | None, n_eval: int) -> dict:
 
 @pytest.fixture(scope="module")
 def modular_run(tmp_path_factory) -> Path:
-    """A real (small) run of the modular demo task: sample, reduce, analyze via the CLI."""
-    from losskernel_dist.tasks.modular import DEFAULT_CHECKPOINT
-
+    """A real (small) run of the demo on the shipped checkpoint: sample, reduce, analyze."""
     root = tmp_path_factory.mktemp("modular")
-    checkpoint, n_eval = None, 240
-    if not DEFAULT_CHECKPOINT.is_file():  # no shipped checkpoint: train a tiny one (p = 11)
-        from losskernel_dist.tasks.modular_train import train_modular
-
-        checkpoint, n_eval = root / "tiny.pt", 100
-        train_modular(checkpoint, p=11, steps=200, log=None, threads=1)
     path = root / "demo.yaml"
-    path.write_text(yaml.safe_dump(demo_config(root / "run", checkpoint, n_eval)))
+    path.write_text(yaml.safe_dump(demo_config(root / "run", None, 400)))
     assert main(["run", str(path), "--no-progress"]) == 0
     return root / "run"
 
@@ -74,10 +69,22 @@ def test_modular_demo_metrics(modular_run):
     import json
 
     metrics = json.loads((modular_run / "analysis" / "metrics.json").read_text())
+    summary = metrics["summary"]
     assert metrics["groups"]["group_names"] == ["addition", "division"]
-    assert 0.5 <= metrics["summary"]["pc1_auc"] <= 1.0
-    assert metrics["summary"]["draws"] == 80
-    assert metrics["convergence"]["rhat_ess"]["chains"] == 2
+    assert summary["draws"] == 400
+    assert metrics["convergence"]["rhat_ess"]["chains"] == 8
+    # The README's result, on a smaller run of the shipped checkpoint. The AUC is oriented
+    # (max(raw, 1 - raw)), so 0.5 is chance. Measured: 0.994 here; 0.97-1.0 in the pilot.
+    assert summary["pc1_auc"] >= 0.95
+    # within-task losses covary, across tasks they do not (docs/results.md): measured
+    # within / |cross| >= 16 and |cross median| <= 0.05 x the addition median in the pilot
+    assert summary["within_cov_mean"] > 5 * abs(summary["cross_cov_mean"])
+    pairs = metrics["groups"]["covariance_by_pair_type"]
+    cross_median = pairs["cross-group"]["quantiles"]["0.5"]
+    assert abs(cross_median) < 0.2 * pairs["addition vs addition"]["quantiles"]["0.5"]
+    # nearest neighbours are of the same operation (0.92-0.95 measured; chance 0.5)
+    assert metrics["neighbours"]["label_lift"]["match_rate"] > 0.85
+    assert summary["rhat_median"] < 1.1  # the chains mix (1.01 measured)
     assert "dividend_zero" in metrics["attribute_lift"]["attributes"]
     files = {f["file"] for f in metrics["figures"]}
     assert {"umap2d_label.png", "umap3d_label.png", "kernel_picture.png", "pc1_groups.png",
