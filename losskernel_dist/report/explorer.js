@@ -158,9 +158,9 @@
       }
     };
     circles(state.matches, r + 3, "#ff7f0e", 2);
-    if (state.selected >= 0) {
-      if (nb) circles(neighbourList(state.selected).map(e => e[0]), r + 4, "#111", 2);
-      circles([state.selected], r + 6, "#000", 2.5, "#e41a1c");
+    if (state.selected >= 0) {  // rings last: a neighbour on the selected point stays seen
+      circles([state.selected], r + 3, "#000", 2, "#e41a1c");
+      if (nb) circles(neighbourList(state.selected).map(e => e[0]), r + 5, "#111", 2);
     }
     return Promise.resolve(gd);
   }
@@ -213,7 +213,8 @@
     if (pic) card.appendChild(pic);
     const body = document.createElement("div");
     const label = DOC.label ? colourings.find(c => c.name === DOC.label) : null;
-    body.innerHTML = (rho === undefined ? "" : '<span class="rho">rho ' + fmt(rho) + "</span> ")
+    body.innerHTML = (rho === undefined ? "" : '<span class="rho">rho ' + (rho >= 0 ? "+" : "")
+      + rho.toFixed(3) + "</span> ")
       + '<span class="idx">#' + j + "</span> <span class=\"text\">" + textHtml(j) + "</span>"
       + (label ? '<div class="label">label: ' + esc(valueOf(label, j)) + "</div>" : "")
       + '<div class="attrs">' + colourings.filter(c => c !== label).map(c =>

@@ -176,7 +176,7 @@ def hover(browser: Browser, xy: np.ndarray) -> str:
                             "document.getElementById('hovercard').innerText")
 
 
-RING = 7  # radius of a neighbour's ring at N <= 3,000 (marker size 6: 3 + 4 px)
+RING = 8  # radius of a neighbour's ring at N <= 3,000 (marker size 6: 3 + 5 px)
 
 
 def overlay_alpha(browser: Browser, xy: np.ndarray) -> int:
