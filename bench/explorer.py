@@ -186,13 +186,13 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({k: v for k, v in row.items() if k != "repeats"}), flush=True)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "losskernel_dist",
-                                 "bench"], cwd=ROOT, capture_output=True, text=True).stdout)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "losskernel_dist", "bench"],
+                           cwd=ROOT, capture_output=True, text=True).stdout.splitlines()
     record = {
         "benchmark": "explorer",
         "command": "python " + " ".join([str(Path(sys.argv[0]))] + sys.argv[1:]),
         "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": commit, "git_dirty": dirty,
+        "git_commit": commit, "git_uncommitted": dirty,  # files differing from the commit
         "machine": {**machine(), "load_average_before": load_before,
                     "load_average_after": os.getloadavg()},
         "versions": {"plotly": plotly.__version__,
