@@ -8,7 +8,9 @@ all its runs).
 
 ``LOSSKERNEL_REQUIRE_GROUPS=slurm,vision`` makes the session fail when a named group
 had a test skipped or none ran: a CI that asked for those tests cannot pass by
-skipping them. ``tests/conftest.py`` registers this module.
+skipping them. Both variables are taken out of the environment when the session
+starts, so that a pytest which a test runs in a subprocess neither appends to the
+file nor requires the groups. ``tests/conftest.py`` registers this module.
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ class Groups:
     outcome: dict[str, str] = field(default_factory=dict)       # nodeid -> worst outcome
     skip_reason: dict[str, str] = field(default_factory=dict)   # nodeid -> why it skipped
     skipped_modules: dict[str, str] = field(default_factory=dict)  # skipped whole at collection
+    required: list[str] = field(default_factory=list)           # LOSSKERNEL_REQUIRE_GROUPS
+    groups_file: str = ""                                        # LOSSKERNEL_GROUPS_FILE
 
     def table(self, selection: str) -> list[str]:
         names = sorted({m for ms in self.markers.values() for m in ms} | set(self.deselected)
-                       | set(required_groups()))
+                       | set(self.required))
         lines = [f"selection: {selection}"] if selection else []
         for name in names:
             ids = [i for i, ms in self.markers.items() if name in ms]
@@ -66,7 +70,7 @@ class Groups:
     def missing_required(self) -> list[str]:
         """One line per required group that had a skipped test or none that ran."""
         problems = []
-        for name in required_groups():
+        for name in self.required:
             ids = [i for i, ms in self.markers.items() if name in ms]
             ran = [i for i in ids if self.outcome.get(i) not in (None, "skipped")]
             skipped = [i for i in ids if self.outcome.get(i) == "skipped"]
@@ -79,15 +83,16 @@ class Groups:
         return problems
 
 
-def required_groups() -> list[str]:
-    return [g.strip() for g in os.environ.get(REQUIRE, "").split(",") if g.strip()]
-
-
 def group_markers(item: pytest.Item) -> set[str]:
     return {m.name for m in item.iter_markers()} - PYTEST_MARKERS
 
 
 _groups = Groups()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _groups.required = [g.strip() for g in os.environ.pop(REQUIRE, "").split(",") if g.strip()]
+    _groups.groups_file = os.environ.pop(GROUPS_FILE, "")
 
 
 def pytest_deselected(items: list[pytest.Item]) -> None:
@@ -132,9 +137,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     problems = _groups.missing_required()
     for line in problems:
         terminalreporter.write_line(f"FAILED {line}", red=True, bold=True)
-    path = os.environ.get(GROUPS_FILE)
-    if path:
-        with open(path, "a") as f:
+    if _groups.groups_file:
+        with open(_groups.groups_file, "a") as f:
             f.write("".join(f"{line}\n" for line in lines + [f"FAILED {p}" for p in problems]))
 
 

@@ -36,8 +36,10 @@ def test_inception():
 def test_fails():
     assert False
 
-def test_plain():
-    pass
+def test_plain():  # the variables are the session's, not its subprocesses'
+    import os
+    assert "LOSSKERNEL_REQUIRE_GROUPS" not in os.environ
+    assert "LOSSKERNEL_GROUPS_FILE" not in os.environ
 '''
 
 
