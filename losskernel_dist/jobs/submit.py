@@ -55,7 +55,7 @@ from ..store import STATUS_OK
 from .resume import task_fingerprints
 from .sample import sample
 from .signals import SamplingInterrupted
-from .submission import write_submission
+from .submission import sacct_states, write_submission
 
 EXIT_INTERRUPTED = 75  # also the CLI's: stopped by a signal after a clean checkpoint
 
@@ -283,6 +283,27 @@ def _error_line(job: submitit.Job) -> str:
     return lines[-1] if lines else "no error recorded"
 
 
+_SLURM_ACTIVE = frozenset({"PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED",
+                           "REQUEUED", "RESIZING", "STAGE_OUT"})
+
+
+def _await_slurm_end(job_id: str, *, poll_s: float, limit_s: float = 300.0) -> None:
+    """Wait until SLURM no longer reports ``job_id`` as active (at most ``limit_s``).
+
+    submitit hands back a job's result as soon as the job has written it, while
+    the job itself still shuts down (the reduce driver stops its Dask cluster and
+    worker jobs). ``submit --wait`` returns only once SLURM has seen the job end,
+    so ``losskernel info`` then shows its final state and a ``scancel`` by name
+    right after cannot cut the job's own cleanup short.
+    """
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        state = sacct_states([job_id]).get(job_id)
+        if state is None or state not in _SLURM_ACTIVE:
+            return
+        time.sleep(min(poll_s, 2.0))
+
+
 def wait(sub: Submission, *, poll_s: float = 5.0, reduce_here: bool = False,
          allow_partial: bool = False) -> Submission:
     """Wait for the array (and reduce job); fill ``sub.failures`` with one line per failed task.
@@ -320,6 +341,8 @@ def wait(sub: Submission, *, poll_s: float = 5.0, reduce_here: bool = False,
                 f"reduce job {sub.reduce.job_id} {_failed_label(sub.reduce)}: "
                 f"{_error_line(sub.reduce)}; log {sub.reduce.paths.stderr}"
             )
+        if sub.cluster == "slurm":
+            _await_slurm_end(sub.reduce.job_id, poll_s=poll_s)
     elif reduce_here:
         sub.reduced_here = reduce_job(str(sub.run_dir), allow_partial)
     return sub
