@@ -26,7 +26,11 @@ from typing import Any
 from _util import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
-VERSIONED = ("numpy", "dask", "distributed", "dask-jobqueue", "zarr", "torch")
+VERSIONED = ("numpy", "dask", "distributed", "dask-jobqueue", "zarr", "torch",
+             "transformers", "tokenizers", "datasets", "devinterp")
+# A timed round whose foreign CPU (see LoadWatch) exceeds this many CPU seconds per second
+# of wall time ran beside other work: its record flags it, and docs do not quote it as a ratio.
+QUIET_FOREIGN_CPU_PER_S = 0.2
 
 
 def _git(*args: str) -> str:
@@ -48,6 +52,44 @@ def _memory_gib() -> float:
     with open("/proc/meminfo") as f:
         kib = next(int(line.split()[1]) for line in f if line.startswith("MemTotal:"))
     return round(kib / 2**20, 1)
+
+
+def _machine_busy_cpu() -> float:
+    """Busy CPU seconds of the whole machine so far (all /proc/stat time but idle and iowait)."""
+    with open("/proc/stat") as f:
+        fields = [float(x) for x in f.readline().split()[1:9]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process and of its waited-for children."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class LoadWatch:
+    """The machine's load over one timed round: load averages and foreign CPU per second.
+
+    The foreign CPU of a round is the busy CPU time of the whole machine (from
+    /proc/stat) less that of this process and the children it waited for, per
+    second of wall time. On 2 cores a round with foreign CPU near 0 ran alone;
+    one above ``QUIET_FOREIGN_CPU_PER_S`` is flagged ``loaded``, since a ratio
+    against a baseline slowed by other work is not a result.
+    """
+
+    def __init__(self) -> None:
+        self.before = os.getloadavg()
+        self.machine0, self.own0 = _machine_busy_cpu(), _own_cpu()
+        self.t0 = time.perf_counter()
+
+    def stop(self) -> dict[str, Any]:
+        wall = time.perf_counter() - self.t0
+        foreign = (_machine_busy_cpu() - self.machine0) - (_own_cpu() - self.own0)
+        per_s = round(max(0.0, foreign) / wall, 3) if wall > 0 else None
+        return {"loadavg_before": [round(x, 2) for x in self.before],
+                "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+                "foreign_cpu_per_s": per_s,
+                "loaded": per_s is not None and per_s > QUIET_FOREIGN_CPU_PER_S}
 
 
 class BenchRecord:
