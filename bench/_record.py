@@ -98,6 +98,7 @@ class BenchRecord:
     def __init__(self, name: str, config: dict[str, Any]) -> None:
         self.name = name
         self.config = config
+        self.results_dir = RESULTS  # where write() puts the record
         self.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.load_before = os.getloadavg()
         self.commit = _git("rev-parse", "HEAD")  # the code that runs, not a later HEAD
@@ -118,7 +119,7 @@ class BenchRecord:
             "config": self.config,
             "result": result,
         }
-        RESULTS.mkdir(exist_ok=True)
-        path = RESULTS / f"{self.name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        path = self.results_dir / f"{self.name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
         path.write_text(json.dumps(record, indent=1, default=str) + "\n")
         return path

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Regenerate every JSON record behind the numbers and figures in docs/ (bench/results/).
+#
+#   bash scripts/reproduce.sh            # the documented sizes: hours on 2 CPU cores
+#   bash scripts/reproduce.sh --quick    # every command at a small size (minutes): checks that
+#                                        # each still runs; records go to bench/results/quick/
+#   bash scripts/reproduce.sh --only experiments|benches
+#
+# Each step is one committed command that writes a record (command, commit, machine, load,
+# versions, config, result; see bench/_record.py). The docs cite the records by file name and
+# scripts/docs_numbers.py (run at the end, and by the test suite) checks every quoted number
+# against them: after a full run, update the cited file names and the numbers that changed.
+# Benchmarks record the machine's load per round; run them on an otherwise idle machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+QUICK=0; ONLY=all
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --quick) QUICK=1 ;;
+        --only) ONLY=$2; shift ;;
+        *) echo "usage: bash scripts/reproduce.sh [--quick] [--only experiments|benches]" >&2; exit 2 ;;
+    esac
+    shift
+done
+[[ -x .venv/bin/python ]] || bash scripts/setup.sh
+. .venv/bin/activate
+export NLTK_DATA=${NLTK_DATA:-$PWD/.cache/nltk_data}
+python -m losskernel_dist.analysis.wordnet setup "$NLTK_DATA" > /dev/null
+
+step() { echo; echo "=== reproduce: $*"; "$@"; }
+QUICKFLAG=(); [[ $QUICK == 1 ]] && QUICKFLAG=(--quick)
+exp() { step python bench/experiment.py "$@" "${QUICKFLAG[@]}"; }
+small() { [[ $QUICK == 1 ]] && echo "$1" || echo "$2"; }   # small QUICK_VALUE FULL_VALUE
+
+if [[ $ONLY == all || $ONLY == experiments ]]; then
+    # docs/results.md
+    exp demo_modular configs/demo_modular.yaml \
+        --set "task.args.n_eval=$(small 200 2000)" --set "eval.batch_size=$(small 200 2000)" \
+        --figures demo_modular_umap.png=analysis/umap2d_label.png \
+                  demo_modular_pc1.png=analysis/pc1_groups.png \
+                  demo_modular_cov_pairs.png=analysis/covariance_pairs.png
+    exp modular_n10k configs/demo_modular.yaml \
+        --set "task.args.n_eval=$(small 400 10000)" --set "eval.batch_size=$(small 400 2500)" \
+        --set "reduce.block_size=$(small 400 2500)" \
+        --figures modular_n10k_umap.png=analysis/umap2d_label.png \
+                  modular_n10k_umap_dividend_zero.png=analysis/umap2d_attribute_dividend_zero.png \
+                  modular_n10k_cov_pairs.png=analysis/covariance_pairs.png
+    exp modular_development configs/modular_development.yaml \
+        --set "task.args.n_eval=$(small 100 400)" --set "eval.batch_size=$(small 100 400)" \
+        --set "reduce.block_size=$(small 100 400)" \
+        --figures modular_development_maps.png=development_maps.png
+    exp digits_memorization configs/digits_memorization.yaml
+    # the calibration grid of the demo (N = 400 eval samples) ...
+    exp calibrate_demo configs/demo_modular.yaml --command calibrate \
+        --set "task.args.n_eval=$(small 100 400)" --set "eval.batch_size=$(small 100 400)" \
+        --set "calibrate.lr=[5.0e-8,2.0e-7,5.0e-7]" --set "calibrate.localization=[1.0e5,1.0e6,3.0e6]" \
+        --set "calibrate.steps=$(small 40 200)"
+    # ... and at the paper's localization 30,000, which configs/modular_full.yaml keeps
+    exp calibrate_modular_full configs/modular_full.yaml --command calibrate \
+        --set "task.args.n_eval=$(small 100 400)" --set "eval.batch_size=$(small 100 400)" \
+        --set "calibrate.lr=[1.0e-8,3.0e-8,1.0e-7,3.0e-7]" --set "calibrate.localization=[3.0e4]" \
+        --set "calibrate.steps=$(small 40 400)"
+fi
+
+if [[ $ONLY == all || $ONLY == benches ]]; then
+    # docs/performance.md (each bench writes bench/results/NAME-*.json)
+    : # filled in below by the benches' own lines
+fi
+
+echo
+step python scripts/docs_numbers.py
