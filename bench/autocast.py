@@ -5,7 +5,9 @@ Autocast touches only the eval pass, so both runs take bitwise the same SGLD
 steps (checked): the two kernels are those of the same weights, with losses
 computed in float32 or bf16. Printed: the per-sample change of the loss vectors,
 CKA of the two covariance and correlation kernels, and the time of one eval pass
-over the N samples at w* in each mode (fastest of several, same process).
+over the N samples at w* in each mode (fastest of several rounds, the two modes
+interleaved in the same process, each round's load recorded by LoadWatch). The
+JSON record goes to bench/results/autocast-*.json.
 
 bf16 is a GPU option (tensor cores); on a CPU without native bf16 it is usually
 slower, and the speed column says so. The kernel columns hold on any device:
@@ -17,7 +19,6 @@ CPU autocast rounds matmul inputs to bf16 and accumulates in float32 as CUDA doe
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -28,7 +29,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import machine, table  # noqa: E402
+from _record import BenchRecord, LoadWatch  # noqa: E402
+from _util import table  # noqa: E402
 
 from losskernel_dist.analysis.cka import cka  # noqa: E402
 from losskernel_dist.config import config_from_dict  # noqa: E402
@@ -56,20 +58,30 @@ def run(root: Path, args: argparse.Namespace, autocast: str) -> RunStore:
     return store
 
 
-def eval_pass_seconds(args: argparse.Namespace, autocast: str, repeats: int = 5) -> float:
-    """Fastest of ``repeats`` loss-vector passes over the N samples at w*."""
+def eval_pass_rounds(args: argparse.Namespace, repeats: int = 5) -> dict[str, list[dict]]:
+    """``repeats`` loss-vector passes over the N samples at w* per mode, interleaved.
+
+    Each round is one pass in float32 then one in bf16 (after one warm-up pass of
+    each), with the machine's load over it, so other work hits both modes alike.
+    """
     task = load_task(args.target, {"n_eval": args.n_eval})
-    fl = FunctionalLoss(task, torch.device("cpu"), eval_autocast=autocast)
     shards = EvalShards(task.eval, args.n_eval, torch.device("cpu"), cache=True)
-    params = fl.initial_params()
-    best = float("inf")
+    modes = {m: FunctionalLoss(task, torch.device("cpu"), eval_autocast=m)
+             for m in ("none", "bf16")}
+    params = {m: fl.initial_params() for m, fl in modes.items()}
+    rounds: dict[str, list[dict]] = {m: [] for m in modes}
     with torch.inference_mode():
-        for _ in range(repeats + 1):  # the first is a warm-up
-            t0 = time.perf_counter()
-            for batch in shards:
-                fl.eval_losses(params, batch)
-            best = min(best, time.perf_counter() - t0)
-    return best
+        for r in range(repeats + 1):  # round 0 is a warm-up, not kept
+            for mode, fl in modes.items():
+                watch = LoadWatch()
+                t0 = time.perf_counter()
+                for batch in shards:
+                    fl.eval_losses(params[mode], batch)
+                seconds = time.perf_counter() - t0
+                load = watch.stop()
+                if r:
+                    rounds[mode].append({"seconds": seconds, **load})
+    return rounds
 
 
 def main() -> None:
@@ -79,7 +91,9 @@ def main() -> None:
     ap.add_argument("--chains", type=int, default=4)
     ap.add_argument("--draws", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved eval-pass rounds")
     args = ap.parse_args()
+    record = BenchRecord("autocast", vars(args))
     torch.set_num_threads(args.threads)
     root = Path(tempfile.mkdtemp(prefix="bench_autocast_"))
     try:
@@ -98,15 +112,19 @@ def main() -> None:
         }
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    speed = {mode: eval_pass_seconds(args, mode) for mode in ("none", "bf16")}
+    rounds = eval_pass_rounds(args, args.repeats)
+    speed = {mode: min(r["seconds"] for r in rs) for mode, rs in rounds.items()}
+    quiet = {mode: [r["seconds"] for r in rs if not r["loaded"]] for mode, rs in rounds.items()}
     rows = [{"quantity": k, "value": v} for k, v in result.items()]
     rows += [{"quantity": f"eval pass at w*, {mode} (s)", "value": s} for mode, s in speed.items()]
-    rows.append({"quantity": "bf16 speed-up of the eval pass", "value": speed["none"] / speed["bf16"]})
+    rows.append({"quantity": "bf16 / float32 time of the eval pass",
+                 "value": speed["bf16"] / speed["none"]})
     print(table(rows, ["quantity", "value"]))
-    print(json.dumps({"bench": "autocast", "target": args.target, "n_eval": args.n_eval,
-                      "chains": args.chains, "draws": args.draws, **result,
-                      "eval_seconds": speed, "machine": machine()}))
-
+    print(record.write({**result, "eval_seconds_best": speed,
+                        "bf16_over_float32_time": speed["bf16"] / speed["none"],
+                        "eval_seconds_best_quiet": {m: min(q) if q else None
+                                                    for m, q in quiet.items()},
+                        "eval_rounds": rounds}))
 
 if __name__ == "__main__":
     main()
