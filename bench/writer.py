@@ -12,7 +12,9 @@ commit, up to the writer's final drain), and ``total_s``, all of ``sample()``
 ``write_queue`` > 0, in the chain loop when it is 0: then it is what the writer can
 save at most), with the part of it spent saving checkpoints.
 ``--checkpoint-every 2`` makes a commit (with its fsynced checkpoint) at every
-draw: the case where writes weigh most.
+draw: the case where writes weigh most. Each run's load (foreign CPU per second,
+``bench/_record.py``'s LoadWatch) is recorded with it; the JSON record goes to
+bench/results/writer-*.json.
 
     python bench/writer.py [--chains 2 --draws 40 --burnin 20 --repeats 3 --queues 0,4]
 """
@@ -20,15 +22,14 @@ draw: the case where writes weigh most.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import machine, run_measured, table  # noqa: E402
+from _record import BenchRecord, LoadWatch  # noqa: E402
+from _util import run_measured, table  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,10 +74,11 @@ def main() -> None:
     args = parser.parse_args()
     variants = [(int(q), int(d)) for d in args.durable.split(",")
                 for q in args.queues.split(",")]
-    load_before = os.getloadavg()
+    record = BenchRecord("writer", vars(args))
     times: dict[tuple[int, int], list[float]] = {v: [] for v in variants}
     totals: dict[tuple[int, int], list[float]] = {v: [] for v in variants}
     commits: dict[tuple[int, int], list[dict]] = {v: [] for v in variants}
+    loads: dict[tuple[int, int], list[dict]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="bench_writer_") as tmp:
         for r in range(args.repeats):
             for q, durable in variants:  # interleaved: load hits every variant alike
@@ -86,9 +88,11 @@ def main() -> None:
                         f"sampler.checkpoint_every={args.checkpoint_every}",
                         f"sampler.threads={args.threads}", "sampler.device=cpu",
                         f"sampler.write_queue={q}", f"output={out}"]
+                watch = LoadWatch()
                 res = run_measured(CHILD, args.config, *sets,
                                    env={"OMP_NUM_THREADS": str(args.threads),
                                         "LK_BENCH_DURABLE": str(durable)})
+                loads[(q, durable)].append(watch.stop())
                 times[(q, durable)].append(res["chains_s"])
                 totals[(q, durable)].append(res["seconds"])
                 commits[(q, durable)].append(
@@ -100,12 +104,18 @@ def main() -> None:
     rows = [{"write_queue": q, "durable": d, "chains_median_s": statistics.median(t),
              "chains_min_s": min(t), "total_median_s": statistics.median(totals[(q, d)]),
              "commit_median_s": statistics.median(c["commit_s"] for c in commits[(q, d)]),
-             "chains_runs_s": " ".join(f"{x:.2f}" for x in t)} for (q, d), t in times.items()]
+             "checkpoint_median_s": statistics.median(c["checkpoint_s"]
+                                                      for c in commits[(q, d)]),
+             "commits": commits[(q, d)][0]["commits"],
+             "loaded_runs": sum(x["loaded"] for x in loads[(q, d)]),
+             "chains_runs_s": t,
+             "runs": [{"chains_s": c, "total_s": tt, **cm, **ld} for c, tt, cm, ld in
+                      zip(t, totals[(q, d)], commits[(q, d)], loads[(q, d)], strict=True)]}
+            for (q, d), t in times.items()]
     print(table(rows, ["write_queue", "durable", "chains_median_s", "chains_min_s",
-                       "total_median_s", "commit_median_s", "chains_runs_s"]))
-    print(json.dumps({"command": " ".join(sys.argv), "args": vars(args), "rows": rows,
-                      "machine": machine(), "load_before": load_before,
-                      "load_after": os.getloadavg()}))
+                       "total_median_s", "commit_median_s", "loaded_runs"]))
+    print(record.write({"rows": rows}))
+
 
 if __name__ == "__main__":
     main()
