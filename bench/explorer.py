@@ -18,8 +18,11 @@ median over the browsers of each timing is kept:
     hover           a mouse move onto a point until its card is shown (ms; median of 5)
     search          a text search over every sample until the matches are drawn (ms)
 
-One JSON record (command, git commit, machine with its load average before and after,
-versions, config, results) is written to bench/results/.
+One JSON record (``bench/_record.py``'s BenchRecord: command, git commit, machine with
+its load average before and after, versions, config, results) is written to
+bench/results/explorer-*.json; each browser's round carries its load (LoadWatch:
+foreign CPU per second and a ``loaded`` flag), since every timing here stretches with
+other work on the machine.
 
     python bench/explorer.py [--n 2000 100000] [--images] [--repeats 3] [--run RUN_DIR]
 """
@@ -27,9 +30,7 @@ versions, config, results) is written to bench/results/.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -41,7 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from _util import machine  # noqa: E402
+from _record import BenchRecord, LoadWatch  # noqa: E402
 
 from losskernel_dist.analysis.explorer_data import explorer_document  # noqa: E402
 from losskernel_dist.analysis.sections.explorer import json_document  # noqa: E402
@@ -141,8 +142,13 @@ def hover_ms(browser: Browser, points: int = 5) -> float:
 
 
 def bench_page(page: Path, repeats: int, workdir: Path) -> dict:
-    runs = [measure(page, workdir / f"profile-{page.stem}-{r}") for r in range(repeats)]
-    out = {"bytes": page.stat().st_size, "repeats": runs}
+    runs = []
+    for r in range(repeats):
+        watch = LoadWatch()
+        runs.append(measure(page, workdir / f"profile-{page.stem}-{r}"))
+        runs[-1]["load"] = watch.stop()
+    out = {"bytes": page.stat().st_size, "repeats": runs,
+           "loaded_repeats": sum(r["load"]["loaded"] for r in runs)}
     for key in ("first_paint_ms", "map_drawn_ms", "recolour_first_ms", "recolour_ms",
                 "select_ms", "search_ms", "hover_ms"):
         out[key] = round(statistics.median(r[key] for r in runs), 1)
@@ -160,11 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--run", type=Path, action="append", default=[],
                    help="also measure RUN_DIR/analysis/explorer.html")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = p.parse_args(argv)
     import plotly
 
-    load_before = os.getloadavg()
+    record = BenchRecord("explorer", {"n": args.n, "images": args.images,
+                                      "repeats": args.repeats, "runs": [str(r) for r in args.run]})
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -184,28 +190,11 @@ def main(argv: list[str] | None = None) -> int:
                    **bench_page(page, args.repeats, workdir)}
             results.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "repeats"}), flush=True)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "losskernel_dist", "bench"],
-                           cwd=ROOT, capture_output=True, text=True).stdout.splitlines()
-    record = {
-        "benchmark": "explorer",
-        "command": "python " + " ".join([str(Path(sys.argv[0]))] + sys.argv[1:]),
-        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": commit, "git_uncommitted": dirty,  # files differing from the commit
-        "machine": {**machine(), "load_average_before": load_before,
-                    "load_average_after": os.getloadavg()},
-        "versions": {"plotly": plotly.__version__,
-                     "plotly_js": __import__("plotly.offline").offline.get_plotlyjs_version(),
-                     "chromium": chromium_version(), "webgl": "SwiftShader (software)"},
-        "config": {"n": args.n, "images": args.images, "repeats": args.repeats,
-                   "runs": [str(r) for r in args.run]},
-        "results": results,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path = args.out / f"explorer-{stamp}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    path = record.write({
+        "browser": {"plotly": plotly.__version__,
+                    "plotly_js": __import__("plotly.offline").offline.get_plotlyjs_version(),
+                    "chromium": chromium_version(), "webgl": "SwiftShader (software)"},
+        "results": results})
     print(f"wrote {path}")
     return 0
 
