@@ -29,6 +29,7 @@ last digit); a unit lets the value be scaled first (``%``: x100, ``ms``: x1000,
 
     python scripts/docs_numbers.py                 # check README.md and docs/*.md
     python scripts/docs_numbers.py docs/results.md --list   # what was matched where
+    python scripts/docs_numbers.py --against bench/results/quick  # after reproduce.sh --quick
 Exit 0 when every quoted result is backed, 1 (and one line per number) when not.
 """
 
@@ -220,13 +221,47 @@ def check_file(path: Path, *, listing: bool = False) -> list[str]:
     return problems
 
 
+def _result_keys(record: dict) -> set[str]:
+    result = record.get("result")
+    return set(result) if isinstance(result, dict) else set()
+
+
+def check_against(files: list[Path], folder: Path) -> list[str]:
+    """Every record the docs cite has a regenerated record of the same bench in ``folder``
+    (e.g. bench/results/quick/ after ``reproduce.sh --quick``) whose result has the same
+    keys: the commands that made the docs' numbers still run and still measure them."""
+    cited = sorted({rec for f in files for sec in sections(f.read_text()) for rec in sec.records})
+    fresh: dict[str, dict] = {}
+    for path in sorted(folder.glob("*.json")):
+        data = json.loads(path.read_text())
+        fresh[data.get("bench", "")] = data  # sorted by time stamp: the newest wins
+    problems = []
+    for rec in cited:
+        if not (REPO / rec).is_file():
+            continue  # check_file reports it
+        old = json.loads((REPO / rec).read_text())
+        new = fresh.get(old.get("bench", ""))
+        if new is None:
+            problems.append(f"{rec}: no regenerated '{old.get('bench')}' record in {folder}")
+            continue
+        missing = _result_keys(old) - _result_keys(new)
+        if missing:
+            problems.append(f"{rec}: the regenerated record lacks {sorted(missing)}")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("docs", nargs="*", help=f"Markdown files (default: {' '.join(DEFAULT_DOCS)})")
     ap.add_argument("--list", action="store_true", help="print every quoted result and its state")
+    ap.add_argument("--against", type=Path, default=None, metavar="DIR",
+                    help="also require a regenerated record with the same result keys in DIR "
+                         "for every cited record (after reproduce.sh --quick)")
     args = ap.parse_args(argv)
     files = [Path(p) for p in args.docs] or [REPO / p for p in DEFAULT_DOCS]
     problems = [p for f in files for p in check_file(f, listing=args.list)]
+    if args.against is not None:
+        problems += check_against(files, args.against)
     for line in problems:
         print(line)
     if problems:

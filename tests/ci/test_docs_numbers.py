@@ -69,3 +69,18 @@ def test_code_versions_plain_integers_and_arithmetic_sections_are_not_results(re
             "    python bench/x.py --lr 3.7e-8\n\n"
             "## Cost model <!-- arithmetic -->\n\n7.5e3 x 1e4 = 7.5e7 forwards, ~92% of it.\n")
     assert _check(record, body) == []
+
+
+def test_against_requires_a_regenerated_record_with_the_same_result_keys(record, tmp_path):
+    page = record / "results.md"
+    page.write_text("# R\n\nRecord: `bench/results/x-1.json`.\n")
+    cited = json.loads((record / "bench" / "results" / "x-1.json").read_text())
+    quick = tmp_path / "quick"
+    quick.mkdir()
+    assert "no regenerated" in docs_numbers.check_against([page], quick)[0]
+    cited["bench"] = "x"
+    (record / "bench" / "results" / "x-1.json").write_text(json.dumps(cited))
+    (quick / "x-2.json").write_text(json.dumps({"bench": "x", "result": {"ratio": 1}}))
+    assert "lacks" in docs_numbers.check_against([page], quick)[0]
+    (quick / "x-3.json").write_text(json.dumps({"bench": "x", "result": cited["result"]}))
+    assert docs_numbers.check_against([page], quick) == []
