@@ -1,7 +1,7 @@
 """The dask clusters a reduce can run on (``reduce.scheduler``), and running its tasks there.
 
-``threads`` needs none of this: the tile graph runs on dask's threaded
-scheduler in this process. The other settings open a ``distributed`` client:
+``threads`` needs none of this: the tiles run on a pool of threads in this
+process (reduction/kernel.py's ``tiles_on_threads``). The other settings open a ``distributed`` client:
 
 - ``local``: a ``distributed.LocalCluster`` of ``reduce.workers`` processes with
   ``reduce.worker_cores`` threads and ``reduce.worker_mem_gb`` each. A worker

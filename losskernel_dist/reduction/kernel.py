@@ -12,7 +12,7 @@ float64) and gives each column's float64 mean and variance (the stable two-pass
 form, not E[xy] - E[x]E[y]). The slicing depends only on the store's chunking,
 so every reduce of a store (dense or neighbours, any block width, draws cached
 or not, dask or torch engine) computes the same statistics from the same
-column blocks and gets the same bits. Pass 2 is one dask graph of the tiles
+column blocks and gets the same bits. Pass 2 is one task per tile
 (i, j >= i) of the upper triangle: each task multiplies centred column blocks
 i and j, scales the product to the covariance and correlation tiles, and
 writes both and their transposes straight to the store, so each tile is
@@ -21,22 +21,23 @@ float64) are kept in memory when they fit in ``cache_bytes`` (the common case:
 M is hundreds to thousands of draws); otherwise each task re-reads its two
 column blocks (K^2 block reads for K = N / B blocks).
 
-The tile tasks (``tiles.py``) run on dask's threaded scheduler here or on the
-workers of a dask cluster (``reduce.scheduler``: ``cluster.py``), which read the
-draws from the store and write their tiles into it themselves; the graph and
-the bits are the same. Each finished tile is flagged in ``kernel/done``, so a
+The tile tasks (``tiles.py``) run on a pool of threads here, largest tiles
+first (``tiles_on_threads``), or as one dask graph on the workers of a dask
+cluster (``reduce.scheduler``: ``cluster.py``), which read the draws from the
+store and write their tiles into it themselves; the tasks and the bits are the
+same. Each finished tile is flagged in ``kernel/done``, so a
 reduce that was killed, preempted or lost its workers resumes with the tiles
 not yet done (same draws and settings), and a rerun of a finished one recomputes.
 
-Peak memory, with P dask threads, M rows, block width B (bytes):
+Peak memory, with P threads, M rows, block width B (bytes):
 
     cached draws  M * N * 8                 when <= cache_bytes (else 0)
     per thread    max(pass 1: M * W * 4 + 2 * M * S * 8,
                       pass 2: 4 * B**2 * 8 (+ 2 * M * B * 12 when not cached))
 
 (pass 1: a float32 chunk read and a float64 slice with its centred copy; pass 2:
-a tile, its correlation and a transpose in transit, and the two blocks read),
-independent of N**2.
+the float64 product and the tile's covariance and correlation with their
+transposes, at most 3 B**2 doubles, and the two blocks read), independent of N**2.
 """
 
 from __future__ import annotations
@@ -47,10 +48,12 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import dask
+import dask.threaded
 import numpy as np
 from dask.callbacks import Callback
 from threadpoolctl import threadpool_limits
@@ -247,8 +250,7 @@ def centred_draws(
     if cluster is not None:
         parts = cluster.compute(tasks)
     else:
-        with dask.config.set(scheduler="threads", num_workers=threads):
-            parts = dask.compute(*tasks)
+        parts = compute_on_threads(tasks, threads)
     mean = np.concatenate([p[0] for p in parts])
     var = np.concatenate([p[1] for p in parts])
     if xc is not None:
@@ -257,6 +259,45 @@ def centred_draws(
         mean, var, lambda j0, j1: read_column_block(store, rows, j0, j1) - mean[j0:j1],
         cached=False,
     )
+
+
+def compute_on_threads(tasks: list, threads: int) -> tuple:
+    """``dask.compute(*tasks)`` on dask's threaded scheduler with ``threads`` threads.
+
+    The scheduler is passed as a function, not by name: a name makes dask look for a
+    ``distributed`` client first, and its import cost a fresh process about 0.2 s,
+    more than pass 1 itself at N = 6,000, M = 800 (bench/reduce.py). Same tasks, same
+    threads, same bits.
+    """
+    return dask.compute(*tasks, scheduler=dask.threaded.get, num_workers=threads)
+
+
+def tiles_on_threads(plan: TilePlan, todo: list[tuple[int, int]], threads: int,
+                     bar: tqdm) -> None:
+    """Run ``tile_task`` for the tiles ``todo`` on ``threads`` threads, largest first.
+
+    A thread pool, not dask's threaded scheduler: dask picks among independent
+    tasks in an order of its own (it varied from run to run), and when the last
+    tile to start is a large one the other threads idle until it ends; at
+    N = 6,000, B = 2,048 (6 tiles on 2 threads) that was a tenth of the tile
+    phase. Largest first (an off-diagonal tile computes a full product and
+    writes its transpose too; a diagonal one half of both) keeps the end short.
+    A failed tile cancels the tiles not started and raises; the tiles done stay
+    flagged, so a rerun resumes.
+    """
+    def cost(tile: tuple[int, int]) -> int:
+        (i0, i1), (j0, j1) = plan.bounds(tile[0]), plan.bounds(tile[1])
+        return (i1 - i0) * (j1 - j0) * (1 if tile[0] == tile[1] else 2)
+
+    order = sorted(todo, key=lambda tile: (-cost(tile), tile))
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="reduce-tile")
+    try:
+        futures = [pool.submit(tile_task, plan, i, j) for i, j in order]
+        for future in as_completed(futures):
+            future.result()
+            bar.update(1)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def inverse_sd(var: np.ndarray) -> np.ndarray:
@@ -293,7 +334,7 @@ def reduce_store(
 
     The defaults are the config's (``reduce.*``): ``reduce_with_config`` passes
     a run's own settings, and a direct call without them reduces alike. The tile
-    graph runs on dask's threaded scheduler with ``threads`` threads, or on
+    tasks run on ``threads`` threads of this process, or as a dask graph on
     ``cluster``'s workers (``reduction/cluster.py``; ``cache_bytes`` is then its
     per-worker allowance). An unfinished kernel of the same draws and settings is
     resumed: only the tiles its ``kernel/done`` mask lacks are computed.
@@ -316,22 +357,21 @@ def reduce_store(
     columns = CentredColumns(store, rows, draws.mean, cache=draws.matrix,
                              cache_allowed=cluster is not None
                              and m * n * 8 <= cluster.cache_bytes)
-    plan = dask.delayed(TilePlan(columns, inv_sd, m, n, block), name=f"kernel-plan-{key}")
+    tile_plan = TilePlan(columns, inv_sd, m, n, block)
     todo = missing_tiles(done)
-    tiles = [dask.delayed(tile_task, pure=False)(plan, i, j, dask_key_name=f"{TILE_KEY}{i}-{j}")
-             for i, j in todo]
-    bar = tqdm(total=len(tiles), desc="reduce", unit="tile", disable=not progress,
+    bar = tqdm(total=len(todo), desc="reduce", unit="tile", disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
     t1 = time.perf_counter()
     if cluster is not None:
-        cluster.run(tiles, bar)
+        plan = dask.delayed(tile_plan, name=f"kernel-plan-{key}")
+        cluster.run([dask.delayed(tile_task, pure=False)(plan, i, j,
+                                                         dask_key_name=f"{TILE_KEY}{i}-{j}")
+                     for i, j in todo], bar)
         where = cluster.describe()
     else:
-        # dask's threads already fill the cores: one BLAS thread each avoids oversubscription
-        with threadpool_limits(limits=1 if workers > 1 else None, user_api="blas"), \
-                TaskProgress(bar, TILE_KEY), \
-                dask.config.set(scheduler="threads", num_workers=workers):
-            dask.compute(*tiles)
+        # the threads already fill the cores: one BLAS thread each avoids oversubscription
+        with threadpool_limits(limits=1 if workers > 1 else None, user_api="blas"):
+            tiles_on_threads(tile_plan, todo, workers, bar)
         where = {"scheduler": "threads", "workers": 1, "threads": workers}
     bar.close()
     tile_seconds = time.perf_counter() - t1

@@ -1,12 +1,12 @@
-"""One tile of the dense kernel, as a task any dask scheduler can run: threads or workers.
+"""One tile of the dense kernel, as a task that threads or a dask cluster's workers run.
 
 A tile (i, j >= i) is the product of the centred column blocks i and j, scaled
 to covariance and correlation and written with its transpose straight into the
 store (``write_tile``), then flagged in ``kernel/done`` (``tile_task``). The
 task's arguments are a ``TilePlan`` (one dask key shared by every tile: the store,
 the selected draws, the column means and inverse standard deviations) and the
-tile's block indices, so the same graph runs on dask's threaded scheduler, where
-the plan holds the centred draws in memory, and on a distributed cluster, where
+tile's block indices, so the same tasks run on a pool of threads, where the
+plan holds the centred draws in memory, and as a dask graph on a cluster, where
 each worker process unpickles the plan once and reads the draws from the shared
 store itself: the whole centred matrix once per worker when it fits the cache
 allowance, else two column blocks per tile. Both give the same bits: a centred
@@ -30,6 +30,8 @@ from ..store import RunStore
 # float32 scaling of a correlation tile under/overflows when 1/(sd_i sd_j) exceeds this
 FLOAT32_SCALE_LIMIT = 1e30
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"  # who computed a tile (the reduce record)
+SCALE_STRIP = 64  # rows of a tile scaled and transposed at a time (in cache)
+TRANSPOSE_STRIP = 8  # rows copied into a transpose at a time
 
 
 def read_column_block(store: RunStore, rows: np.ndarray, j0: int, j1: int) -> np.ndarray:
@@ -39,7 +41,7 @@ def read_column_block(store: RunStore, rows: np.ndarray, j0: int, j1: int) -> np
     return block[rows] if len(rows) != chains * draws else block
 
 
-def transposed(a: np.ndarray, strip: int = 8) -> np.ndarray:
+def transposed(a: np.ndarray, strip: int = TRANSPOSE_STRIP) -> np.ndarray:
     """A C-contiguous copy of ``a.T``, made in strips of rows that stay in cache.
 
     NumPy's plain copy of a transposed view walks the source a whole row apart
@@ -49,6 +51,35 @@ def transposed(a: np.ndarray, strip: int = 8) -> np.ndarray:
     for r in range(0, a.shape[0], strip):
         out[:, r:r + strip] = a[r:r + strip].T
     return out
+
+
+def scaled_in_strips(
+    prod: np.ndarray, m: int, scale_i: np.ndarray, scale_j: np.ndarray, dtype: np.dtype,
+    strip: int = SCALE_STRIP,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """An off-diagonal tile's float32 covariance and correlation, and their transposes.
+
+    The same elementwise operations as scaling whole tiles (cov = prod / (M - 1)
+    rounded once, corr = cov * scale_i * scale_j clipped to [-1, 1]: the same
+    bits), done ``strip`` rows at a time so that each strip is scaled and copied
+    into the transposes while it is in cache, instead of four passes over
+    B x B arrays in memory (bench/reduce.py).
+    """
+    rows, cols = prod.shape
+    cov, corr = np.empty((rows, cols), dtype), np.empty((rows, cols), dtype)
+    cov_t, corr_t = np.empty((cols, rows), dtype), np.empty((cols, rows), dtype)
+    col_scale = scale_j[None, :]
+    for r in range(0, rows, strip):
+        e = min(r + strip, rows)
+        c, k = cov[r:e], corr[r:e]
+        np.divide(prod[r:e], m - 1, out=c, casting="same_kind")
+        np.multiply(c, scale_i[r:e, None], out=k)
+        k *= col_scale
+        np.clip(k, -1.0, 1.0, out=k)
+        for q in range(r, e, TRANSPOSE_STRIP):
+            cov_t[:, q:q + TRANSPOSE_STRIP] = cov[q:min(q + TRANSPOSE_STRIP, e)].T
+            corr_t[:, q:q + TRANSPOSE_STRIP] = corr[q:min(q + TRANSPOSE_STRIP, e)].T
+    return cov, corr, cov_t, corr_t
 
 
 def write_tile(
@@ -80,12 +111,19 @@ def write_tile(
         corr = prod * inv_i[:, None]
         corr *= inv_j[None, :]
         cov, corr = prod.astype(dtype, copy=False), corr.astype(dtype, copy=False)
+    elif not diagonal:
+        scale = inv_sd["float32"]
+        cov, corr, cov_t, corr_t = scaled_in_strips(prod, m, scale[i0:i1], scale[j0:j1], dtype)
+        out["cov"][i0:i1, j0:j1] = cov
+        out["corr"][i0:i1, j0:j1] = corr
+        out["cov"][j0:j1, i0:i1] = cov_t
+        out["corr"][j0:j1, i0:i1] = corr_t
+        return cov.size
     else:
         cov = np.empty(prod.shape, dtype)
         np.divide(prod, m - 1, out=cov, casting="same_kind")
         del prod
-        if diagonal:
-            cov = (cov + cov.T) / 2
+        cov = (cov + cov.T) / 2
         scale = inv_sd["float32"]
         corr = np.multiply(cov, scale[i0:i1, None])
         corr *= scale[None, j0:j1]

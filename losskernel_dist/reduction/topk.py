@@ -69,6 +69,7 @@ from .kernel import (
     DEFAULT_CACHE_BYTES,
     TaskProgress,
     centred_draws,
+    compute_on_threads,
     inverse_sd,
     record_report,
     select_rows,
@@ -277,9 +278,8 @@ def reduce_neighbours(
         where = cluster.describe()
     else:
         with threadpool_limits(limits=1 if workers > 1 else None, user_api="blas"), \
-                TaskProgress(bar, BLOCK_KEY), \
-                dask.config.set(scheduler="threads", num_workers=workers):
-            dask.compute(*tasks)
+                TaskProgress(bar, BLOCK_KEY):
+            compute_on_threads(tasks, workers)
         where = {"scheduler": "threads", "workers": 1, "threads": workers}
     bar.close()
 
