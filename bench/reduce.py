@@ -1,28 +1,35 @@
-"""Benchmark: reduce (blockwise, from the store, written to the store) against numpy.cov.
+"""Benchmark: the dense reduce against numpy.cov, and against numpy.cov plus the same writes.
 
-Both run in fresh subprocesses on the same draws. numpy.cov gets the draws already
-in memory and returns one dense matrix; ours reads them from the Zarr store and
-writes covariance and correlation tile by tile. Reported: time, throughput
-(N^2 * M multiply-adds per second), the ratio ours/numpy, and peak RSS. Then an
-out-of-core case whose dense kernel would not fit in this machine's memory.
+Three methods on the same draws (default N = 6,000 samples, M = 800 float32 draws),
+each in a fresh process, in ``--rounds`` interleaved rounds (the order rotates every
+round), each run inside ``LoadWatch`` (bench/_record.py: the foreign CPU per second of
+wall time; a round with any run above its threshold is flagged ``loaded``):
 
-With ``--topk-n N`` also the neighbours-only reduce (reduce.kernel: neighbours,
-reduction/topk.py) at that N: every row against every column, M N^2 multiply-adds
-plus the running top-k selection, writing only N x k lists; its time, rate, peak
-RSS and the projection of its time to N = 1,000,000 at the measured rate
-(``--only-topk`` skips the dense cases).
+* ``ours``: ``reduce_store`` with its defaults (dask engine, B = reduce.block_size,
+  float32 outputs): reads the draws from the Zarr store, writes kernel/mean, var and
+  the N x N arrays tile by tile;
+* ``numpy``: ``numpy.cov`` of the draws already in memory (one dense float64 matrix,
+  nothing written);
+* ``numpy_write``: ``numpy.cov`` and then the same N x N arrays our reduce writes
+  (as many, of its dtype: read from the store after a warm-up reduce) written as plain
+  files into the store's directory, the floor of the same work. Neither side fsyncs:
+  the reduce writes through Zarr's local store, which does not (store/layout.py).
 
-With ``--cluster-n N`` the dense reduce at that N on dask's threads and on a
-``distributed.LocalCluster`` of ``--cluster-workers`` single-thread worker processes
-(reduce.scheduler threads / local), interleaved for ``--cluster-rounds`` rounds: time,
-tile-phase time, peak RSS of the driver and of each worker, and the kernel's write
-bandwidth (2 N^2 4 bytes over the tile phase); then one tile's compute and write
-times at B = --block for M = --cluster-m and M = --project-m, on one core, and the
-projection of a reduce over k nodes from them (docs/performance.md). Its JSON
-record (command, commit, machine and load average, versions, config, result) goes
-to bench/results/ (``--only-cluster`` skips the other cases).
+Before each run the page cache's dirty pages are flushed (``os.sync``, not timed) and
+the previous run's outputs are removed (not timed), so no run pays for another's
+writes. Reported per run: time of the work alone (not the interpreter's start),
+G multiply-adds per second (N^2 M / t), peak RSS; per round the ratios numpy / ours and
+numpy_write / ours (throughput of ours as a fraction of the baseline's); summary: their
+medians over the unloaded rounds, or over all rounds when every round was loaded (the
+summary says which). The JSON record goes to bench/results/reduce-*.json.
 
-    python bench/reduce.py [--n 8000 --m 800] [--big-n 50000 --big-m 200] [--skip-big]
+Other cases (each optional): an out-of-core reduce whose dense kernel would not fit in
+memory (``--big-n``); the neighbours-only reduce (``--topk-n``: reduce.kernel
+neighbours, reduction/topk.py, its rate projected to N = 1,000,000); threads against a
+local dask cluster (``--only-cluster``, bench/reduce_cluster.py).
+
+    python bench/reduce.py [--n 6000 --m 800 --rounds 5]
+    python bench/reduce.py --rounds 1 --big-n 50000 --big-m 200 --dir /work/scratch
     python bench/reduce.py --only-topk --topk-n 100000 --topk-m 64 [--topk-k 15]
     python bench/reduce.py --only-cluster --cluster-n 50000 --cluster-m 200 --cluster-rounds 2
 """
@@ -31,14 +38,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _record import BenchRecord  # noqa: E402
-from _util import machine, run_measured, table  # noqa: E402
+from _record import QUIET_FOREIGN_CPU_PER_S, BenchRecord, LoadWatch  # noqa: E402
+from _util import run_measured, table  # noqa: E402
 from reduce_cluster import cluster_case, project, tile_rates  # noqa: E402
 
 MAKE = """
@@ -55,15 +64,22 @@ for c in range(chains):
 RESULT = {}
 """
 
-NUMPY = """
-import json, sys, time, numpy as np
+# What the reduce writes: its N x N arrays (name, dtype) and their bytes on disk (chunks
+# with their checksums), read after one untimed reduce.
+WRITTEN = """
+import json, os, sys
+from pathlib import Path
 from losskernel_dist.store import RunStore
-store = RunStore.open(sys.argv[1])
-x = np.asarray(store.losses_array()[...]).reshape(-1, store.shape[2])
-t0 = time.perf_counter()
-k = np.cov(x, rowvar=False)
-seconds = time.perf_counter() - t0
-RESULT = {"seconds": seconds, "check": float(k[0, 1])}
+from losskernel_dist.reduction.kernel import reduce_store
+store = RunStore.open(sys.argv[1], mode="r+")
+reduce_store(store)
+n = store.shape[2]
+kernel = store.group["kernel"]
+arrays = [(name, str(kernel[name].dtype)) for name in sorted(kernel.array_keys())
+          if kernel[name].shape == (n, n)]
+on_disk = sum(f.stat().st_size for name, _ in arrays
+              for f in (Path(sys.argv[1]) / "kernel" / name).rglob("*") if f.is_file())
+RESULT = {"arrays": arrays, "bytes_on_disk": on_disk}
 """
 
 OURS = """
@@ -71,12 +87,34 @@ import json, sys, time
 from losskernel_dist.store import RunStore
 from losskernel_dist.reduction.kernel import reduce_store
 store = RunStore.open(sys.argv[1], mode="r+")
+if "kernel" in store.group:
+    del store.group["kernel"]  # the previous run's kernel: removed before the clock starts
 t0 = time.perf_counter()
-reduce_store(store, block_size=int(sys.argv[2]), dtype=sys.argv[3])
+report = reduce_store(store)
 seconds = time.perf_counter() - t0
-RESULT = {"seconds": seconds, "check": float(store.kernel_array("cov")[0, 1])}
+RESULT = {"seconds": seconds, "tile_seconds": report.tile_seconds, "block": report.block_size,
+          "check": float(store.kernel_array("cov")[0, 1])}
 """
 
+NUMPY = """
+import json, sys, time, numpy as np
+from pathlib import Path
+from losskernel_dist.store import RunStore
+store = RunStore.open(sys.argv[1])
+arrays = json.loads(sys.argv[2])  # [[name, dtype], ...] to write after numpy.cov; [] for none
+x = np.asarray(store.losses_array()[...]).reshape(-1, store.shape[2])
+out = Path(sys.argv[1]).parent
+t0 = time.perf_counter()
+k = np.cov(x, rowvar=False)
+cov_seconds = time.perf_counter() - t0
+for name, dtype in arrays:
+    with open(out / f"baseline_{name}.bin", "wb") as f:
+        f.write(k.astype(dtype))
+seconds = time.perf_counter() - t0
+for name, _ in arrays:
+    (out / f"baseline_{name}.bin").unlink()
+RESULT = {"seconds": seconds, "cov_seconds": cov_seconds, "check": float(k[0, 1])}
+"""
 
 TOPK = """
 import json, sys, time
@@ -111,39 +149,81 @@ def topk_case(root: Path, n: int, m: int, chains: int, block: int, k: int, k_bot
     }
 
 
-def case(root: Path, n: int, m: int, chains: int, block: int, dtypes: list[str],
-         with_numpy: bool, repeats: int = 1):
-    """numpy.cov (optional) and our reduce per output dtype; each the fastest of ``repeats``."""
+METHODS = {
+    "ours": "losskernel reduce_store (defaults: dask threads, float32 out), store -> store",
+    "numpy": "numpy.cov, draws in memory, nothing written",
+    "numpy_write": "numpy.cov, then the same N x N arrays written as plain files",
+}
+
+
+def timed_run(code: str, *argv: str) -> dict:
+    """One fresh-process run after a flush of dirty pages, inside a LoadWatch."""
+    os.sync()  # no run pays for the writeback of an earlier run's files
+    watch = LoadWatch()
+    res = run_measured(code, *argv)
+    return {**res, **watch.stop()}
+
+
+def dense_case(root: Path, n: int, m: int, chains: int, rounds: int,
+               methods: tuple[str, ...] = ("ours", "numpy", "numpy_write")) -> dict:
+    """``rounds`` interleaved rounds of ``methods`` on one store of N x M draws."""
     path = root / f"n{n}.zarr"
     run_measured(MAKE, str(path), str(n), str(m), str(chains))
-    runs = ([("numpy.cov (in memory)", NUMPY, [str(path)])] if with_numpy else []) + [
-        (f"losskernel reduce (B={block}, {dtype} out)", OURS, [str(path), str(block), dtype])
-        for dtype in dtypes
-    ]
-    best: dict[str, dict] = {}
-    for _ in range(repeats):  # rounds interleaved, so load bursts hit every method alike
-        for method, code, argv in runs:
-            res = run_measured(code, *argv)
-            if method not in best or res["seconds"] < best[method]["seconds"]:
-                best[method] = res
+    written = run_measured(WRITTEN, str(path))  # also warms the page cache and the imports
+    argv = {"ours": (OURS, str(path)), "numpy": (NUMPY, str(path), "[]"),
+            "numpy_write": (NUMPY, str(path), json.dumps(written["arrays"]))}
+    runs = []
+    for r in range(rounds):
+        order = methods[r % len(methods):] + methods[:r % len(methods)]
+        for method in order:
+            res = timed_run(*argv[method])
+            runs.append({"round": r, "method": method, "n": n, "m": m, **res,
+                         "gmacs": n * n * m / res["seconds"] / 1e9,
+                         "peak_rss_mib": res["peak_rss"] / 2**20})
+            print(f"round {r} {method}: {res['seconds']:.3f} s, foreign CPU "
+                  f"{res['foreign_cpu_per_s']}/s{' (loaded)' if res['loaded'] else ''}",
+                  flush=True)
     shutil.rmtree(path)
-    rows = [{"method": method, **res} for method, res in best.items()]
-    for r in rows:
-        r.update(n=n, m=m, gmacs=n * n * m / r["seconds"] / 1e9,
-                 peak_rss_mib=r["peak_rss"] / 2**20, dense_f64_mib=n * n * 8 / 2**20)
-    return rows
+    return {"n": n, "m": m, "written": written, "runs": runs,
+            "summary": summary(runs, methods)}
+
+
+def summary(runs: list[dict], methods: tuple[str, ...]) -> dict:
+    """Medians of each method's seconds and of the per-round ratios baseline / ours, over
+    the rounds none of whose runs was loaded (all rounds when every one was)."""
+    rounds = sorted({r["round"] for r in runs})
+    loaded = sorted({r["round"] for r in runs if r["loaded"]})
+    quiet = [r for r in rounds if r not in loaded]
+    used = quiet or rounds
+    by = {(r["round"], r["method"]): r for r in runs}
+    out: dict = {
+        "rounds": len(rounds), "loaded_rounds": loaded, "rounds_used": used,
+        "from": ("unloaded rounds only" if quiet else
+                 "all rounds: every round was loaded, the ratios are not a quiet-machine result"),
+        "loaded_threshold_foreign_cpu_per_s": QUIET_FOREIGN_CPU_PER_S,
+        "median_seconds": {m: statistics.median(by[r, m]["seconds"] for r in used)
+                           for m in methods},
+        "foreign_cpu_per_s_max": max(r["foreign_cpu_per_s"] or 0.0 for r in runs
+                                     if r["round"] in used),
+    }
+    if "ours" in methods:
+        out["ratio_of_ours_to"] = {
+            m: {"median": statistics.median(by[r, m]["seconds"] / by[r, "ours"]["seconds"]
+                                            for r in used),
+                "per_round": [by[r, m]["seconds"] / by[r, "ours"]["seconds"] for r in used]}
+            for m in methods if m != "ours"}
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=8000)
-    ap.add_argument("--m", type=int, default=800)
-    ap.add_argument("--block", type=int, default=2048)
-    ap.add_argument("--big-n", type=int, default=50_000)
-    ap.add_argument("--big-m", type=int, default=200)
-    ap.add_argument("--skip-big", action="store_true")
-    ap.add_argument("--repeats", type=int, default=2,
-                    help="interleaved rounds of the in-memory case; the fastest is kept")
+    ap.add_argument("--n", type=int, default=6000, help="samples N of the dense case")
+    ap.add_argument("--m", type=int, default=800, help="draws M of the dense case (8 chains)")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the dense case")
+    ap.add_argument("--block", type=int, default=2048, help="B of the neighbours and cluster cases")
+    ap.add_argument("--big-n", type=int, default=0,
+                    help="also reduce (ours only) at this N, out of core (0: not run)")
+    ap.add_argument("--big-m", type=int, default=200, help="draws M of the out-of-core case")
     ap.add_argument("--dir", default=None, help="scratch directory (needs ~2*big_n^2*4 bytes)")
     ap.add_argument("--topk-n", type=int, default=0,
                     help="also run the neighbours-only reduce at this N (0: not run)")
@@ -165,34 +245,47 @@ def main() -> None:
     args = ap.parse_args()
     if args.only_cluster:
         return cluster_main(args)
+    record = BenchRecord("reduce", vars(args))
     root = Path(tempfile.mkdtemp(prefix="bench_reduce_", dir=args.dir))
-    rows, ratio = [], None
+    result: dict = {}
     try:
         if not args.only_topk:
-            rows = case(root, args.n, args.m, 8, args.block, ["float32", "float64"],
-                        with_numpy=True, repeats=args.repeats)
-            ratio = {r["method"]: rows[0]["seconds"] / r["seconds"] for r in rows[1:]}
-            if not args.skip_big:
-                rows += case(root, args.big_n, args.big_m, 8, args.block, ["float32"],
-                             with_numpy=False)
+            result["dense"] = dense_case(root, args.n, args.m, 8, args.rounds)
+            if args.big_n:
+                result["big"] = dense_case(root, args.big_n, args.big_m, 8, 1, ("ours",))
         if args.topk_n:
-            rows.append(topk_case(root, args.topk_n, args.topk_m, 8, args.block, args.topk_k,
-                                  args.topk_bottom_k))
+            result["topk"] = topk_case(root, args.topk_n, args.topk_m, 8, args.block,
+                                       args.topk_k, args.topk_bottom_k)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    cols = ["method", "n", "m", "seconds", "gmacs", "peak_rss_mib", "dense_f64_mib"]
-    print(table(rows, cols))
-    for method, value in (ratio or {}).items():
-        print(f"\nthroughput ratio {method} / numpy.cov: {value:.2f} (target >= 0.7)")
-    for r in rows:
-        if "projected_seconds_1e6" in r:
-            print(f"\nneighbours only, N = {r['n']:,}, M = {r['m']}: {r['seconds']:.1f} s, "
-                  f"{r['gmacs']:.2f} G multiply-adds/s, peak RSS {r['peak_rss_mib']:.0f} MiB "
-                  f"(dense float64 kernel {r['dense_f64_mib'] / 1024:.1f} GiB); projected to "
-                  f"N = {PROJECT_N:,} at this rate: {r['projected_seconds_1e6'] / 3600:.1f} h "
-                  f"(dense float64 kernel {r['dense_f64_gib_1e6']:,.0f} GiB)")
-    print(json.dumps({"bench": "reduce", "ratio_vs_numpy": ratio, "rows": rows,
-                      "machine": machine()}))
+    report(result)
+    path = record.write(result)
+    print(f"record: {path.relative_to(Path(__file__).resolve().parent.parent)}")
+
+
+def report(result: dict) -> None:
+    """The runs as tables and the summary lines."""
+    for name in ("dense", "big"):
+        if name in result:
+            print(table(result[name]["runs"], ["round", "method", "n", "m", "seconds", "gmacs",
+                                               "peak_rss_mib", "foreign_cpu_per_s", "loaded"]))
+    if "dense" in result:
+        s = result["dense"]["summary"]
+        print(f"\nwritten by ours: {result['dense']['written']}")
+        print(f"summary from {s['from']} ({len(s['rounds_used'])} of {s['rounds']}):")
+        for m, sec in s["median_seconds"].items():
+            print(f"  {METHODS[m]}: median {sec:.3f} s")
+        targets = {"numpy": 0.7, "numpy_write": 0.9}
+        for m, ratio in s.get("ratio_of_ours_to", {}).items():
+            print(f"  throughput of ours / {m}: median {ratio['median']:.2f} "
+                  f"(target >= {targets[m]})")
+    if "topk" in result:
+        r = result["topk"]
+        print(f"\nneighbours only, N = {r['n']:,}, M = {r['m']}: {r['seconds']:.1f} s, "
+              f"{r['gmacs']:.2f} G multiply-adds/s, peak RSS {r['peak_rss_mib']:.0f} MiB "
+              f"(dense float64 kernel {r['dense_f64_mib'] / 1024:.1f} GiB); projected to "
+              f"N = {PROJECT_N:,} at this rate: {r['projected_seconds_1e6'] / 3600:.1f} h "
+              f"(dense float64 kernel {r['dense_f64_gib_1e6']:,.0f} GiB)")
 
 
 def cluster_main(args: argparse.Namespace) -> None:
