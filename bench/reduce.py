@@ -41,6 +41,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -246,8 +247,11 @@ def main() -> None:
     if args.only_cluster:
         return cluster_main(args)
     record = BenchRecord("reduce", vars(args))
+    # the record's git_dirty covers the whole tree (other work's files too): which files
+    result: dict = {"tracked_changes": subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+        cwd=Path(__file__).resolve().parent).stdout.splitlines()}
     root = Path(tempfile.mkdtemp(prefix="bench_reduce_", dir=args.dir))
-    result: dict = {}
     try:
         if not args.only_topk:
             result["dense"] = dense_case(root, args.n, args.m, 8, args.rounds)
