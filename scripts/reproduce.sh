@@ -54,12 +54,15 @@ if [[ $ONLY == all || $ONLY == experiments ]]; then
     # the calibration grid of the demo (N = 400 eval samples) ...
     exp calibrate_demo configs/demo_modular.yaml --command calibrate \
         --set "task.args.n_eval=$(small 100 400)" --set "eval.batch_size=$(small 100 400)" \
-        --set "calibrate.lr=[5.0e-8,2.0e-7,5.0e-7]" --set "calibrate.localization=[1.0e5,1.0e6,3.0e6]" \
+        --set "calibrate.lr=$(small '[2.0e-7]' '[5.0e-8,2.0e-7,5.0e-7]')" \
+        --set "calibrate.localization=$(small '[3.0e6]' '[1.0e5,1.0e6,3.0e6]')" \
+        --set "calibrate.chains_per_setting=$(small 2 4)" \
         --set "calibrate.steps=$(small 40 200)" --set "calibrate.draws=$(small 8 50)"
     # ... and at the paper's localization 30,000, which configs/modular_full.yaml keeps
     exp calibrate_modular_full configs/modular_full.yaml --command calibrate \
         --set "task.args.n_eval=$(small 100 400)" --set "eval.batch_size=$(small 100 400)" \
-        --set "calibrate.lr=[1.0e-8,3.0e-8,1.0e-7,3.0e-7]" --set "calibrate.localization=[3.0e4]" \
+        --set "calibrate.lr=$(small '[3.0e-8]' '[1.0e-8,3.0e-8,1.0e-7,3.0e-7]')" \
+        --set "calibrate.localization=[3.0e4]" --set "calibrate.chains_per_setting=$(small 2 4)" \
         --set "calibrate.steps=$(small 40 300)" --set "calibrate.draws=$(small 8 50)"
 fi
 
