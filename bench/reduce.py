@@ -17,9 +17,10 @@ wall time; a round with any run above its threshold is flagged ``loaded``):
 
 Before each run the page cache's dirty pages are flushed (``os.sync``, not timed) and
 the previous run's outputs are removed (not timed), so no run pays for another's
-writes. Reported per run: time of the work alone (not the interpreter's start),
-G multiply-adds per second (N^2 M / t), peak RSS; per round the ratios numpy / ours and
-numpy_write / ours (throughput of ours as a fraction of the baseline's); summary: their
+writes. Reported per run: time of the work alone (not the interpreter's start), its
+CPU time (all threads; less moved by other work than the wall time, though not immune),
+G multiply-adds per second (N^2 M / t), peak RSS; per round the ratios numpy / ours
+and numpy_write / ours (throughput of ours as a fraction of the baseline's); summary:
 medians over the unloaded rounds, or over all rounds when every round was loaded (the
 summary says which). The JSON record goes to bench/results/reduce-*.json.
 
@@ -90,10 +91,11 @@ from losskernel_dist.reduction.kernel import reduce_store
 store = RunStore.open(sys.argv[1], mode="r+")
 if "kernel" in store.group:
     del store.group["kernel"]  # the previous run's kernel: removed before the clock starts
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 report = reduce_store(store)
-seconds = time.perf_counter() - t0
-RESULT = {"seconds": seconds, "tile_seconds": report.tile_seconds, "block": report.block_size,
+seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+RESULT = {"seconds": seconds, "cpu_seconds": cpu_seconds, "tile_seconds": report.tile_seconds,
+          "block": report.block_size,
           "check": float(store.kernel_array("cov")[0, 1])}
 """
 
@@ -105,16 +107,17 @@ store = RunStore.open(sys.argv[1])
 arrays = json.loads(sys.argv[2])  # [[name, dtype], ...] to write after numpy.cov; [] for none
 x = np.asarray(store.losses_array()[...]).reshape(-1, store.shape[2])
 out = Path(sys.argv[1]).parent
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 k = np.cov(x, rowvar=False)
 cov_seconds = time.perf_counter() - t0
 for name, dtype in arrays:
     with open(out / f"baseline_{name}.bin", "wb") as f:
         f.write(k.astype(dtype))
-seconds = time.perf_counter() - t0
+seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
 for name, _ in arrays:
     (out / f"baseline_{name}.bin").unlink()
-RESULT = {"seconds": seconds, "cov_seconds": cov_seconds, "check": float(k[0, 1])}
+RESULT = {"seconds": seconds, "cpu_seconds": cpu_seconds, "cov_seconds": cov_seconds,
+          "check": float(k[0, 1])}
 """
 
 TOPK = """
@@ -151,7 +154,7 @@ def topk_case(root: Path, n: int, m: int, chains: int, block: int, k: int, k_bot
 
 
 METHODS = {
-    "ours": "losskernel reduce_store (defaults: dask threads, float32 out), store -> store",
+    "ours": "losskernel reduce_store (defaults: threads, float32 out), store -> store",
     "numpy": "numpy.cov, draws in memory, nothing written",
     "numpy_write": "numpy.cov, then the same N x N arrays written as plain files",
 }
@@ -204,6 +207,8 @@ def summary(runs: list[dict], methods: tuple[str, ...]) -> dict:
         "loaded_threshold_foreign_cpu_per_s": QUIET_FOREIGN_CPU_PER_S,
         "median_seconds": {m: statistics.median(by[r, m]["seconds"] for r in used)
                            for m in methods},
+        "median_cpu_seconds": {m: statistics.median(by[r, m]["cpu_seconds"] for r in used)
+                               for m in methods},
         "foreign_cpu_per_s_max": max(r["foreign_cpu_per_s"] or 0.0 for r in runs
                                      if r["round"] in used),
     }
@@ -271,14 +276,15 @@ def report(result: dict) -> None:
     """The runs as tables and the summary lines."""
     for name in ("dense", "big"):
         if name in result:
-            print(table(result[name]["runs"], ["round", "method", "n", "m", "seconds", "gmacs",
+            print(table(result[name]["runs"], ["round", "method", "n", "m", "seconds",
+                                               "cpu_seconds", "gmacs",
                                                "peak_rss_mib", "foreign_cpu_per_s", "loaded"]))
     if "dense" in result:
         s = result["dense"]["summary"]
         print(f"\nwritten by ours: {result['dense']['written']}")
         print(f"summary from {s['from']} ({len(s['rounds_used'])} of {s['rounds']}):")
         for m, sec in s["median_seconds"].items():
-            print(f"  {METHODS[m]}: median {sec:.3f} s")
+            print(f"  {METHODS[m]}: median {sec:.3f} s, CPU {s['median_cpu_seconds'][m]:.3f} s")
         targets = {"numpy": 0.7, "numpy_write": 0.9}
         for m, ratio in s.get("ratio_of_ours_to", {}).items():
             print(f"  throughput of ours / {m}: median {ratio['median']:.2f} "
