@@ -18,8 +18,12 @@ float32 outputs, 2 N^2 values written; rate N^2 M / t as in bench/reduce.py.
 
 Each engine runs in a fresh process (bench/_util.run_measured: its time, and its
 peak RSS); the engines' outputs are compared (neighbour lists: indices equal, value
-difference; dense: rows of the correlation). One JSON line at the end holds the
-command, the machine and its load average before and after, the config and the rows.
+difference; dense: rows of the correlation). ``--rounds`` interleaves the engines
+(each engine's fastest round is kept) and each run's load is recorded (LoadWatch:
+foreign CPU per second, ``loaded`` flag). The record (command, commit, machine, load,
+versions, config, rows) goes to bench/results/engines-*.json (``bench/_record.py``), or,
+with ``--json`` (the device run, bench/device/steps.py, which records it itself), to
+that file only.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _record import BenchRecord, LoadWatch  # noqa: E402
 from _util import machine, run_measured, table  # noqa: E402
 
 PROJECT_N = 1_000_000
@@ -139,8 +144,11 @@ def main() -> None:
     ap.add_argument("--tile-columns", type=int, default=0, help="W of the torch engine (0: auto)")
     ap.add_argument("--threads", type=int, default=0, help="dask threads / CPU torch threads")
     ap.add_argument("--dir", default=None, help="scratch directory (dense: 2 N^2 4 bytes)")
-    ap.add_argument("--json", default=None, help="also write the record to this file")
+    ap.add_argument("--json", default=None,
+                    help="write the record to this file instead of bench/results/")
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds of the engines")
     args = ap.parse_args()
+    bench_record = None if args.json else BenchRecord("engines", vars(args))
     engines = [e for e in args.engines.split(",") if e]
     load_before = os.getloadavg()
     root = Path(tempfile.mkdtemp(prefix="bench_engines_", dir=args.dir))
@@ -148,22 +156,30 @@ def main() -> None:
     try:
         store = root / "store.zarr"
         run_measured(MAKE, str(store), str(args.n), str(args.m), str(args.chains))
+        runs: dict[str, list[dict]] = {e: [] for e in engines}
+        for _ in range(args.rounds):
+            for engine in engines:  # interleaved: a burst of other load hits both
+                out = root / f"{engine}.npz"
+                watch = LoadWatch()
+                if args.kind == "neighbours":
+                    res = run_measured(NEIGHBOURS, str(store), str(out), engine, args.device,
+                                       str(args.block), str(args.k), str(args.k_bottom),
+                                       str(args.tile_columns), str(args.threads))
+                else:
+                    res = run_measured(DENSE, str(store), str(out), engine, args.device,
+                                       str(args.block), str(args.threads))
+                runs[engine].append({**res, **watch.stop()})
         for engine in engines:
-            out = root / f"{engine}.npz"
-            if args.kind == "neighbours":
-                res = run_measured(NEIGHBOURS, str(store), str(out), engine, args.device,
-                                   str(args.block), str(args.k), str(args.k_bottom),
-                                   str(args.tile_columns), str(args.threads))
-            else:
-                res = run_measured(DENSE, str(store), str(out), engine, args.device,
-                                   str(args.block), str(args.threads))
+            res = min(runs[engine], key=lambda r: r["seconds"])
             seconds = res["seconds"]
             row = {"engine": f"torch:{args.device}" if engine == "torch" else "dask",
                    **res, "n": args.n, "m": args.m, "peak_rss_mib": res["peak_rss"] / 2**20,
-                   "gmacs": args.m * args.n**2 / seconds / 1e9}
+                   "gmacs": args.m * args.n**2 / seconds / 1e9,
+                   "rounds": runs[engine], "loaded_rounds": sum(r["loaded"] for r in runs[engine])}
             if args.kind == "neighbours":
                 row["pairs_per_s"] = args.n**2 / seconds
                 row["projected_seconds_1e6"] = seconds * (PROJECT_N / args.n) ** 2
+                row["projected_hours_1e6"] = row["projected_seconds_1e6"] / 3600
             rows.append(row)
         agreement = (compare(args.kind, root / f"{engines[0]}.npz", root / f"{engines[1]}.npz")
                      if len(engines) == 2 else {})
@@ -182,7 +198,9 @@ def main() -> None:
               "config": vars(args), "rows": rows, "agreement": agreement}
     if args.json:
         Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
-    print(json.dumps(record))
+        print(json.dumps(record))
+    else:
+        print(bench_record.write({"rows": rows, "agreement": agreement}))
 
 
 if __name__ == "__main__":
