@@ -4,7 +4,8 @@
 #   bash scripts/reproduce.sh            # the documented sizes: hours on 2 CPU cores
 #   bash scripts/reproduce.sh --quick    # every command at a small size (minutes): checks that
 #                                        # each still runs; records go to bench/results/quick/
-#   bash scripts/reproduce.sh --only experiments|benches
+#   bash scripts/reproduce.sh --only experiments|benches|NAME[,NAME...]   (NAME: a record's name,
+#                                        # e.g. demo_modular,digits_memorization or reduce)
 #
 # Each step is one committed command that writes a record (command, commit, machine, load,
 # versions, config, result; see bench/_record.py). The docs cite the records by file name and
@@ -19,7 +20,8 @@ while [[ $# -gt 0 ]]; do
     case $1 in
         --quick) QUICK=1 ;;
         --only) ONLY=$2; shift ;;
-        *) echo "usage: bash scripts/reproduce.sh [--quick] [--only experiments|benches]" >&2; exit 2 ;;
+        *) echo "usage: bash scripts/reproduce.sh [--quick] [--only experiments|benches|NAME,...]" >&2
+           exit 2 ;;
     esac
     shift
 done
@@ -29,12 +31,15 @@ export NLTK_DATA=${NLTK_DATA:-$PWD/.cache/nltk_data}
 python -m losskernel_dist.analysis.wordnet setup "$NLTK_DATA" > /dev/null
 
 step() { echo; echo "=== reproduce: $*"; "$@"; }
+wanted() {  # wanted GROUP NAME: is this step selected by --only?
+    [[ $ONLY == all || $ONLY == "$1" || ",$ONLY," == *",$2,"* ]]
+}
 QUICKFLAG=(); [[ $QUICK == 1 ]] && QUICKFLAG=(--quick)
-exp() { step python bench/experiment.py "$@" "${QUICKFLAG[@]}"; }
+exp() { wanted experiments "$1" || return 0; step python bench/experiment.py "$@" "${QUICKFLAG[@]}"; }
 small() { [[ $QUICK == 1 ]] && echo "$1" || echo "$2"; }   # small QUICK_VALUE FULL_VALUE
 
-if [[ $ONLY == all || $ONLY == experiments ]]; then
-    # docs/results.md
+# docs/results.md
+{
     exp demo_modular configs/demo_modular.yaml \
         --set "task.args.n_eval=$(small 200 2000)" --set "eval.batch_size=$(small 200 2000)" \
         --figures demo_modular_umap.png=analysis/umap2d_label.png \
@@ -64,7 +69,7 @@ if [[ $ONLY == all || $ONLY == experiments ]]; then
         --set "calibrate.lr=$(small '[3.0e-8]' '[1.0e-8,3.0e-8,1.0e-7,3.0e-7]')" \
         --set "calibrate.localization=[3.0e4]" --set "calibrate.chains_per_setting=$(small 2 4)" \
         --set "calibrate.steps=$(small 40 300)" --set "calibrate.draws=$(small 8 50)"
-fi
+}
 
 if [[ $ONLY == all || $ONLY == benches ]]; then
     # docs/performance.md (each bench writes bench/results/NAME-*.json)
