@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
 from _record import RESULTS, BenchRecord, LoadWatch
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,7 +92,9 @@ def main() -> None:
     if proc.returncode not in ((0, 3) if args.command == "calibrate" else (0,)):
         sys.exit(f"experiment {args.name}: {' '.join(cmd)} exited {proc.returncode}; "
                  "no record written")
+    run_config = output / "config.yaml"  # the run's resolved config (defaults filled in)
     result = {
+        "run_config": yaml.safe_load(run_config.read_text()) if run_config.is_file() else None,
         "exit_status": proc.returncode,
         "seconds": round(seconds, 1),
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20, 3),
