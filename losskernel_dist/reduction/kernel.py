@@ -36,8 +36,9 @@ Peak memory, with P threads, M rows, block width B (bytes):
                       pass 2: 4 * B**2 * 8 (+ 2 * M * B * 12 when not cached))
 
 (pass 1: a float32 chunk read and a float64 slice with its centred copy; pass 2:
-the float64 product and the tile's covariance and correlation with their
-transposes, at most 3 B**2 doubles, and the two blocks read), independent of N**2.
+the float64 product, the tile's covariance and correlation with their transposes
+and the chunk being encoded, at most 4 B**2 doubles, and the two blocks read),
+independent of N**2.
 """
 
 from __future__ import annotations

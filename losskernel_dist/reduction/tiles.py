@@ -22,8 +22,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import google_crc32c
 import numpy as np
 import zarr
+from zarr.codecs import BytesCodec, Crc32cCodec
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
 
 from ..store import RunStore
 
@@ -51,6 +55,45 @@ def transposed(a: np.ndarray, strip: int = TRANSPOSE_STRIP) -> np.ndarray:
     for r in range(0, a.shape[0], strip):
         out[:, r:r + strip] = a[r:r + strip].T
     return out
+
+
+# The kernel arrays' codecs (store/layout.py array_codecs(compress=False)): raw little-endian
+# values followed by their crc32c, the chunk format write_chunk encodes itself.
+RAW_WITH_CHECKSUM = (BytesCodec(endian="little"), Crc32cCodec())
+
+
+def write_chunk(arr: zarr.Array, start: tuple[int, int], values: np.ndarray) -> None:
+    """Write ``values`` at ``start``, the corner of one chunk of ``arr``, as that whole chunk
+    (the top-left part of an edge chunk, whose rest holds the fill value, as Zarr stores it).
+
+    For the kernel arrays (``RAW_WITH_CHECKSUM``: no compression) the chunk is
+    encoded here, per the Zarr v3 spec (the values' little-endian bytes, then the
+    crc32c of those bytes as 4 little-endian bytes), and handed to the array's store
+    under the array's own chunk key: one copy of the values. Zarr's own write of a
+    whole chunk copies it three times (into a chunk buffer, to bytes, and again to
+    append the checksum), all on its one I/O thread, which took as much CPU time as
+    scaling the tiles (bench/reduce.py). The bytes stored are the same (a test
+    compares the chunk files); an array with other codecs is written by Zarr.
+    """
+    chunk = arr.metadata.chunk_grid.chunk_shape
+    (r0, c0), (rows, cols) = start, values.shape
+    whole = (len(chunk) == 2 and r0 % chunk[0] == 0 and c0 % chunk[1] == 0
+             and rows == min(chunk[0], arr.shape[0] - r0)
+             and cols == min(chunk[1], arr.shape[1] - c0))
+    if tuple(arr.metadata.codecs) != RAW_WITH_CHECKSUM or not whole:
+        arr[r0:r0 + rows, c0:c0 + cols] = values
+        return
+    block = (r0 // chunk[0], c0 // chunk[1])
+    dtype = np.dtype(arr.dtype).newbyteorder("<")
+    raw = np.empty(chunk[0] * chunk[1] * dtype.itemsize + 4, np.uint8)
+    body = raw[:-4].view(dtype).reshape(chunk)
+    if values.shape != tuple(chunk):
+        body[...] = arr.metadata.fill_value
+    body[:rows, :cols] = values
+    raw[-4:] = np.array([google_crc32c.value(raw[:-4])], "<u4").view(np.uint8)
+    key = "/".join(part for part in (arr.store_path.path, arr.metadata.encode_chunk_key(block))
+                   if part)
+    sync(arr.store_path.store.set(key, default_buffer_prototype().buffer.from_array_like(raw)))
 
 
 def scaled_in_strips(
@@ -107,35 +150,40 @@ def write_tile(
     if dtype == np.float64 or inv_i.max() * inv_j.max() > FLOAT32_SCALE_LIMIT:
         prod /= m - 1
         if diagonal:
-            prod = (prod + prod.T) / 2  # exact symmetry on the diagonal tile
+            prod = symmetrized(prod)  # exact symmetry on the diagonal tile
         corr = prod * inv_i[:, None]
         corr *= inv_j[None, :]
         cov, corr = prod.astype(dtype, copy=False), corr.astype(dtype, copy=False)
+        np.clip(corr, -1.0, 1.0, out=corr)
     elif not diagonal:
         scale = inv_sd["float32"]
         cov, corr, cov_t, corr_t = scaled_in_strips(prod, m, scale[i0:i1], scale[j0:j1], dtype)
-        out["cov"][i0:i1, j0:j1] = cov
-        out["corr"][i0:i1, j0:j1] = corr
-        out["cov"][j0:j1, i0:i1] = cov_t
-        out["corr"][j0:j1, i0:i1] = corr_t
+        for name, tile, tile_t in (("cov", cov, cov_t), ("corr", corr, corr_t)):
+            write_chunk(out[name], (i0, j0), tile)
+            write_chunk(out[name], (j0, i0), tile_t)
         return cov.size
     else:
         cov = np.empty(prod.shape, dtype)
         np.divide(prod, m - 1, out=cov, casting="same_kind")
         del prod
-        cov = (cov + cov.T) / 2
+        cov = symmetrized(cov)
         scale = inv_sd["float32"]
         corr = np.multiply(cov, scale[i0:i1, None])
         corr *= scale[None, j0:j1]
-    np.clip(corr, -1.0, 1.0, out=corr)
+        np.clip(corr, -1.0, 1.0, out=corr)
     if diagonal:
-        corr = (corr + corr.T) / 2
-    out["cov"][i0:i1, j0:j1] = cov
-    out["corr"][i0:i1, j0:j1] = corr
-    if not diagonal:
-        out["cov"][j0:j1, i0:i1] = transposed(cov)
-        out["corr"][j0:j1, i0:i1] = transposed(corr)
+        corr = symmetrized(corr)
+    for name, tile in (("cov", cov), ("corr", corr)):
+        write_chunk(out[name], (i0, j0), tile)
+        if not diagonal:
+            write_chunk(out[name], (j0, i0), transposed(tile))
     return cov.size
+
+
+def symmetrized(a: np.ndarray) -> np.ndarray:
+    """(a + a.T) / 2 of a square tile, with a.T copied in cache-friendly strips first: the
+    same elementwise sums (the same bits) without adding across a strided view."""
+    return (a + transposed(a)) / 2
 
 
 class CentredColumns:
