@@ -15,17 +15,20 @@ its own baseline measured alongside:
   process), which the sampler now makes before the chains start;
 * ``functional_call``: the model called through ``FunctionalLoss`` against the
   module called directly (the re-parametrisation's overhead per call);
-* ``reduce_tile``: one B x B tile of the reduce: the product, the scaling to
-  covariance and correlation, and writing it (and its transpose) to a Zarr array
-  as the store's kernel arrays do, and with Zarr's default all-equal scan.
+* ``reduce_tile``: one off-diagonal B x B tile of the dense reduce in CPU time:
+  the product, the scaling to covariance and correlation with their transposes
+  (in strips, and as whole-tile passes), and writing one chunk as the reduce
+  does (its own encoder) and through Zarr's pipeline.
 
-    python bench/components.py [--threads 1 --n-eval 1000 --chains 4]
+Each part runs inside a ``LoadWatch`` (its rows carry the foreign CPU per second
+and the ``loaded`` flag); the JSON record goes to bench/results/components-*.json.
+
+    python bench/components.py [--threads 1 --n-eval 1000 --chains 4] [--only reduce_tile]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -35,12 +38,20 @@ from pathlib import Path
 import numpy as np
 import torch
 import zarr
+from threadpoolctl import threadpool_limits
 from torch.func import functional_call, grad_and_value, vmap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# the package of this checkout, whose commit the record names (not whatever is installed)
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+from _record import BenchRecord, LoadWatch  # noqa: E402
 from _util import machine, run_measured, table  # noqa: E402
 
-from losskernel_dist.reduction.kernel import transposed  # noqa: E402
+from losskernel_dist.reduction.tiles import (  # noqa: E402
+    scaled_in_strips,
+    transposed,
+    write_chunk,
+)
 from losskernel_dist.rng import minibatch_indices  # noqa: E402
 from losskernel_dist.sampler.batched import _stack, stack_batches  # noqa: E402
 from losskernel_dist.sampler.data import EvalShards, fetch_batch  # noqa: E402
@@ -49,14 +60,14 @@ from losskernel_dist.store import array_codecs  # noqa: E402
 from losskernel_dist.task import load_task  # noqa: E402
 
 
-def best_ms(fn, repeats: int = 5) -> float:
-    """Fastest of ``repeats`` calls after one warm-up, in milliseconds."""
+def best_ms(fn, repeats: int = 5, clock=time.perf_counter) -> float:
+    """Fastest of ``repeats`` calls after one warm-up, in milliseconds of ``clock``."""
     fn()
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return min(times) * 1e3
 
 
@@ -186,47 +197,52 @@ def reparametrisation(task, fl: FunctionalLoss) -> list[dict]:
 
 
 def reduce_tile(block: int, m: int, root: Path) -> list[dict]:
+    """One off-diagonal B x B tile of the dense reduce, part by part, as reduction/tiles.py
+    does it for float32 outputs, with one BLAS thread (the reduce's tile threads have one
+    each). Times are CPU seconds of this thread, less moved than wall time by other work on
+    the machine; the chunk writes' are of the whole process (Zarr writes on its own threads).
+    """
     rng = np.random.default_rng(0)
     left, right = rng.standard_normal((m, block)), rng.standard_normal((m, block))
-    inv_sd = rng.random(2 * block)
-    cov = left.T @ right
+    scale = rng.random(2 * block).astype(np.float32)
+    prod = left.T @ right
+    cov, corr, _, _ = scaled_in_strips(prod, m, scale[:block], scale[block:], np.float32)
+    arr = zarr.create_array(root / "tile.zarr", shape=(2 * block, 2 * block),
+                            chunks=(block, block), dtype="float32",
+                            config={"write_empty_chunks": True}, **array_codecs(compress=False))
 
-    def scale():  # as reduction/kernel.py's _write_tile does for float32 outputs
-        c = np.empty(cov.shape, np.float32)
-        np.divide(cov, m - 1, out=c, casting="same_kind")
-        sd32 = inv_sd.astype(np.float32)
-        corr = np.multiply(c, sd32[:block, None])
-        corr *= sd32[None, block:]
-        np.clip(corr, -1.0, 1.0, out=corr)
+    def zarr_write():
+        arr[:block, block:] = cov
 
-    rows = [{"part": "reduce_tile", "what": f"product of a {block} x {block} tile (M = {m})",
-             "ms": best_ms(lambda: left.T @ right, 3)},
-            {"part": "reduce_tile", "what": "scaling to covariance and correlation (float32)",
-             "ms": best_ms(scale, 3)}]
-    for dtype in ("float64", "float32"):
-        tile = cov.astype(dtype)
-        # the store's kernel arrays (crc32c checksum, no compression) write every tile
-        # once, whole, so they skip zarr's scan for chunks equal to the fill value
-        for scan in (True, False):
-            arr = zarr.create_array(root / f"{dtype}_{scan}.zarr", shape=(2 * block, 2 * block),
-                                    chunks=(block, block), dtype=dtype,
-                                    config={"write_empty_chunks": not scan},
-                                    **array_codecs(compress=False))
-            how = "with the all-equal scan" if scan else "as the store writes it"
-            rows.append({"part": "reduce_tile", "what": f"write tile, {dtype}, {how}",
-                         "ms": best_ms(lambda a=arr, t=tile: a.__setitem__(
-                             (slice(0, block), slice(block, None)), t), 3)})
-            rows.append({"part": "reduce_tile", "what": f"write transpose, {dtype}, {how}",
-                         "ms": best_ms(lambda a=arr, t=tile: a.__setitem__(
-                             (slice(block, None), slice(0, block)), t.T), 3)})
-        rows.append({"part": "reduce_tile", "what": f"transpose copy, {dtype}, numpy",
-                     "ms": best_ms(lambda t=tile: np.ascontiguousarray(t.T), 3)})
-        rows.append({"part": "reduce_tile", "what": f"transpose copy, {dtype}, in strips "
-                     "(reduction/kernel.py)", "ms": best_ms(lambda t=tile: transposed(t), 3)})
-        rows.append({"part": "reduce_tile", "what": f"write transposed copy, {dtype}, as "
-                     "the store writes it", "ms": best_ms(lambda a=arr, t=tile: a.__setitem__(
-                         (slice(block, None), slice(0, block)), transposed(t)), 3)})
-    return rows
+    def whole_tile_scaling():  # the pre-strip code: four passes over B x B arrays
+        c = np.empty(prod.shape, np.float32)
+        np.divide(prod, m - 1, out=c, casting="same_kind")
+        k = np.multiply(c, scale[:block, None])
+        k *= scale[None, block:]
+        np.clip(k, -1.0, 1.0, out=k)
+        return transposed(c), transposed(k)
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        parts = [
+            (f"product of a {block} x {block} tile (M = {m}), float64", lambda: left.T @ right,
+             time.thread_time),
+            ("covariance, correlation and their transposes, float32, in strips of 64 rows "
+             "(reduction/tiles.py scaled_in_strips)",
+             lambda: scaled_in_strips(prod, m, scale[:block], scale[block:], np.float32),
+             time.thread_time),
+            ("the same as four whole-tile passes and two strip transposes (before)",
+             whole_tile_scaling, time.thread_time),
+            ("write one float32 chunk, encoded by the reduce (write_chunk)",
+             lambda: write_chunk(arr, (0, block), cov), time.process_time),
+            ("write one float32 chunk through zarr's own pipeline", zarr_write,
+             time.process_time),
+        ]
+        return [{"part": "reduce_tile", "what": what, "ms": best_ms(fn, 5, clock)}
+                for what, fn, clock in parts]
+
+
+PARTS = ("eval_shards", "vmap", "vmap_sweep", "linear", "startup", "functional_call",
+         "reduce_tile")
 
 
 def main() -> None:
@@ -243,27 +259,40 @@ def main() -> None:
     ap.add_argument("--sweep-b", default="16,32,64,256", help="minibatch sizes of the vmap sweep")
     ap.add_argument("--sweep-shards", default="125,250,500,1000",
                     help="eval shard sizes of the vmap sweep")
+    ap.add_argument("--only", default="", help="comma-separated parts to run (default all): "
+                    + ",".join(PARTS))
     args = ap.parse_args()
+    only = set(args.only.split(",")) - {""}
+    if only - set(PARTS):
+        ap.error(f"--only: unknown parts {sorted(only - set(PARTS))}; parts: {','.join(PARTS)}")
+    record = BenchRecord("components", vars(args))
     torch.set_num_threads(args.threads)
     task = load_task(args.target, {"n_eval": args.n_eval})
     fl = FunctionalLoss(task, torch.device("cpu"))
     root = Path(tempfile.mkdtemp(prefix="bench_components_"))
+    run = {
+        "eval_shards": lambda: eval_shards(task, fl, [int(s) for s in args.shards.split(",")]),
+        "vmap": lambda: vmapped(task, fl, args.chains, args.batch_size),
+        "vmap_sweep": lambda: vmap_sweep(
+            task, fl, [int(c) for c in args.sweep_chains.split(",")],
+            [int(b) for b in args.sweep_b.split(",")],
+            [int(x) for x in args.sweep_shards.split(",")]) if args.sweep_chains else [],
+        "linear": lambda: linear_rates(args.chains, 3 * args.n_eval, 128),
+        "startup": startup,
+        "functional_call": lambda: reparametrisation(task, fl),
+        "reduce_tile": lambda: reduce_tile(args.block, args.m, root),
+    }
+    rows = []
     try:
-        rows = (eval_shards(task, fl, [int(s) for s in args.shards.split(",")])
-                + vmapped(task, fl, args.chains, args.batch_size)
-                + (vmap_sweep(task, fl, [int(c) for c in args.sweep_chains.split(",")],
-                              [int(b) for b in args.sweep_b.split(",")],
-                              [int(x) for x in args.sweep_shards.split(",")])
-                   if args.sweep_chains else [])
-                + linear_rates(args.chains, 3 * args.n_eval, 128)
-                + startup()
-                + reparametrisation(task, fl)
-                + reduce_tile(args.block, args.m, root))
+        for part in PARTS:
+            if not only or part in only:
+                watch = LoadWatch()
+                rows += [{**row, **watch.stop()} for row in run[part]()]
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(table(rows, ["part", "what", "ms"]))
-    print(json.dumps({"bench": "components", "target": args.target, "n_eval": args.n_eval,
-                      "threads": args.threads, "rows": rows, "machine": machine()}))
+    print(table(rows, ["part", "what", "ms", "foreign_cpu_per_s", "loaded"]))
+    path = record.write({"rows": rows, "machine": machine()})
+    print(f"record: {path.relative_to(Path(__file__).resolve().parent.parent)}")
 
 
 if __name__ == "__main__":

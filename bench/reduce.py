@@ -252,6 +252,10 @@ def main() -> None:
     ap.add_argument("--project-cores", type=int, default=32, help="cores per projected node")
     ap.add_argument("--only-cluster", action="store_true", help="only the cluster case")
     args = ap.parse_args()
+    # the children import the package of this checkout, whose commit the record names
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep)
     if args.only_cluster:
         return cluster_main(args)
     record = BenchRecord("reduce", vars(args))
