@@ -12,8 +12,9 @@ wall time; a round with any run above its threshold is flagged ``loaded``):
   nothing written);
 * ``numpy_write``: ``numpy.cov`` and then the same N x N arrays our reduce writes
   (as many, of its dtype: read from the store after a warm-up reduce) written as plain
-  files into the store's directory, the floor of the same work. Neither side fsyncs:
-  the reduce writes through Zarr's local store, which does not (store/layout.py).
+  files beside the store (its directory, same disk), the floor of the same work. Neither
+  side fsyncs: the reduce writes through Zarr's local store (and reduction/tiles.py's
+  write_chunk hands its chunks to that store), which does not (store/layout.py).
 
 Before each run the page cache's dirty pages are flushed (``os.sync``, not timed) and
 the previous run's outputs are removed (not timed), so no run pays for another's
