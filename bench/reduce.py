@@ -25,12 +25,16 @@ and numpy_write / ours (throughput of ours as a fraction of the baseline's); sum
 medians over the unloaded rounds, or over all rounds when every round was loaded (the
 summary says which). The JSON record goes to bench/results/reduce-*.json.
 
+With ``--before-commit REV`` a fourth method, ``ours_before``, runs the same call with
+the package of commit REV (``git archive``), interleaved with the others: what a change
+of the reduce did, under the same load.
+
 Other cases (each optional): an out-of-core reduce whose dense kernel would not fit in
 memory (``--big-n``); the neighbours-only reduce (``--topk-n``: reduce.kernel
 neighbours, reduction/topk.py, its rate projected to N = 1,000,000); threads against a
 local dask cluster (``--only-cluster``, bench/reduce_cluster.py).
 
-    python bench/reduce.py [--n 6000 --m 800 --rounds 5]
+    python bench/reduce.py [--n 6000 --m 800 --rounds 5] [--before-commit REV]
     python bench/reduce.py --rounds 1 --big-n 50000 --big-m 200 --dir /work/scratch
     python bench/reduce.py --only-topk --topk-n 100000 --topk-m 64 [--topk-k 15]
     python bench/reduce.py --only-cluster --cluster-n 50000 --cluster-m 200 --cluster-rounds 2
@@ -87,6 +91,7 @@ RESULT = {"arrays": arrays, "bytes_on_disk": on_disk}
 
 OURS = """
 import json, sys, time
+import losskernel_dist
 from losskernel_dist.store import RunStore
 from losskernel_dist.reduction.kernel import reduce_store
 store = RunStore.open(sys.argv[1], mode="r+")
@@ -96,7 +101,7 @@ t0, c0 = time.perf_counter(), time.process_time()
 report = reduce_store(store)
 seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
 RESULT = {"seconds": seconds, "cpu_seconds": cpu_seconds, "tile_seconds": report.tile_seconds,
-          "block": report.block_size,
+          "block": report.block_size, "package": losskernel_dist.__file__,
           "check": float(store.kernel_array("cov")[0, 1])}
 """
 
@@ -135,6 +140,7 @@ RESULT = {"seconds": seconds, "cached": report.cached,
 """
 
 PROJECT_N = 1_000_000
+REPO = Path(__file__).resolve().parent.parent
 
 
 def topk_case(root: Path, n: int, m: int, chains: int, block: int, k: int, k_bottom: int):
@@ -160,32 +166,38 @@ METHODS = {
     "ours": "losskernel reduce_store (defaults: threads, float32 out), store -> store",
     "numpy": "numpy.cov, draws in memory, nothing written",
     "numpy_write": "numpy.cov, then the same N x N arrays written as plain files",
+    "ours_before": "the same reduce_store call, package of --before-commit",
 }
 
 
-def timed_run(code: str, *argv: str) -> dict:
+def timed_run(code: str, *argv: str, env: dict | None = None) -> dict:
     """One fresh-process run after a flush of dirty pages, inside a LoadWatch."""
     os.sync()  # no run pays for the writeback of an earlier run's files
     watch = LoadWatch()
-    res = run_measured(code, *argv)
+    res = run_measured(code, *argv, env=env)
     return {**res, **watch.stop()}
 
 
 def dense_case(root: Path, n: int, m: int, chains: int, rounds: int,
-               methods: tuple[str, ...] = ("ours", "numpy", "numpy_write")) -> dict:
-    """``rounds`` interleaved rounds of ``methods`` on one store of N x M draws."""
+               methods: tuple[str, ...] = ("ours", "numpy", "numpy_write"),
+               before: Path | None = None) -> dict:
+    """``rounds`` interleaved rounds of ``methods`` on one store of N x M draws; ``before``
+    holds the package that ``ours_before`` imports."""
     path = root / f"n{n}.zarr"
     run_measured(MAKE, str(path), str(n), str(m), str(chains))
     written = None
     if "numpy_write" in methods:  # one untimed reduce; also warms the page cache and imports
         written = run_measured(WRITTEN, str(path))
     argv = {"ours": (OURS, str(path)), "numpy": (NUMPY, str(path), "[]"),
-            "numpy_write": (NUMPY, str(path), json.dumps((written or {}).get("arrays")))}
+            "numpy_write": (NUMPY, str(path), json.dumps((written or {}).get("arrays"))),
+            "ours_before": (OURS, str(path))}
+    # PYTHONSAFEPATH: python -c would put the working directory (this checkout) first
+    env = {"ours_before": {"PYTHONPATH": str(before), "PYTHONSAFEPATH": "1"}} if before else {}
     runs = []
     for r in range(rounds):
         order = methods[r % len(methods):] + methods[:r % len(methods)]
         for method in order:
-            res = timed_run(*argv[method])
+            res = timed_run(*argv[method], env=env.get(method))
             runs.append({"round": r, "method": method, "n": n, "m": m, **res,
                          "gmacs": n * n * m / res["seconds"] / 1e9,
                          "peak_rss_mib": res["peak_rss"] / 2**20})
@@ -219,7 +231,7 @@ def summary(runs: list[dict], methods: tuple[str, ...]) -> dict:
     }
     if "ours" in methods:
         out["ratio_of_ours_to"] = {
-            m: {"target": TARGETS[m],
+            m: {"target": TARGETS.get(m),
                 "median": statistics.median(by[r, m]["seconds"] / by[r, "ours"]["seconds"]
                                             for r in used),
                 "per_round": [by[r, m]["seconds"] / by[r, "ours"]["seconds"] for r in used]}
@@ -233,6 +245,8 @@ def main() -> None:
     ap.add_argument("--m", type=int, default=800, help="draws M of the dense case (8 chains)")
     ap.add_argument("--rounds", "--repeats", type=int, default=5,
                     help="interleaved rounds of the dense case")
+    ap.add_argument("--before-commit", default="",
+                    help="also time the reduce of this commit's package (ours_before)")
     ap.add_argument("--block", type=int, default=2048, help="B of the neighbours and cluster cases")
     ap.add_argument("--big-n", type=int, default=0,
                     help="also reduce (ours only) at this N, out of core (0: not run)")
@@ -258,19 +272,30 @@ def main() -> None:
     args = ap.parse_args()
     # the children import the package of this checkout, whose commit the record names
     os.environ["PYTHONPATH"] = os.pathsep.join(
-        [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]).rstrip(
-        os.pathsep)
+        [str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     if args.only_cluster:
         return cluster_main(args)
     record = BenchRecord("reduce", vars(args))
     # the record's git_dirty covers the whole tree (other work's files too): which files
     result: dict = {"tracked_changes": subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-        cwd=Path(__file__).resolve().parent).stdout.splitlines()}
+        cwd=REPO).stdout.splitlines()}
     root = Path(tempfile.mkdtemp(prefix="bench_reduce_", dir=args.dir))
     try:
         if not args.only_topk:
-            result["dense"] = dense_case(root, args.n, args.m, 8, args.rounds)
+            before = None
+            if args.before_commit:  # that commit's package, beside this one's
+                before = root / "before"
+                before.mkdir()
+                result["before_commit"] = subprocess.run(
+                    ["git", "rev-parse", args.before_commit], capture_output=True, text=True,
+                    check=True, cwd=REPO).stdout.strip()
+                archive = subprocess.run(["git", "archive", args.before_commit, "losskernel_dist"],
+                                         capture_output=True, check=True, cwd=REPO).stdout
+                subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
+            result["dense"] = dense_case(
+                root, args.n, args.m, 8, args.rounds,
+                ("ours", "numpy", "numpy_write") + (("ours_before",) if before else ()), before)
             if args.big_n:
                 result["big"] = dense_case(root, args.big_n, args.big_m, 8, 1, ("ours",))
         if args.topk_n:
@@ -297,8 +322,8 @@ def report(result: dict) -> None:
         for m, sec in s["median_seconds"].items():
             print(f"  {METHODS[m]}: median {sec:.3f} s, CPU {s['median_cpu_seconds'][m]:.3f} s")
         for m, ratio in s.get("ratio_of_ours_to", {}).items():
-            print(f"  throughput of ours / {m}: median {ratio['median']:.2f} "
-                  f"(target >= {ratio['target']})")
+            print(f"  throughput of ours / {m}: median {ratio['median']:.2f}"
+                  + (f" (target >= {ratio['target']})" if ratio["target"] else ""))
     if "topk" in result:
         r = result["topk"]
         print(f"\nneighbours only, N = {r['n']:,}, M = {r['m']}: {r['seconds']:.1f} s, "
