@@ -5,6 +5,8 @@
 #   - a real single-node SLURM cluster on 127.0.0.1 (slurm/test-cluster.sh; for disposable
 #     test machines only)
 #   - .venv-vision with torch 2.14.1 + torchvision 0.29.1 for the tests marked `vision`
+#   - Docker (Debian's docker.io, dockerd started if it is not running) and mmdebstrap, for
+#     the tests marked `docker`: they build docker/Dockerfile offline and run it (tests/docker)
 # Then: ruff, python -m pytest (everything but `vision`), and the `vision` tests in .venv-vision.
 #
 # Nothing is skipped silently: if the SLURM cluster or the vision venv cannot be set up, this
@@ -12,6 +14,7 @@
 # Leave them out only on purpose; they are then deselected and the reason is printed:
 #   LOSSKERNEL_SKIP_SLURM=1    no SLURM cluster: deselect the tests marked `slurm`
 #   LOSSKERNEL_SKIP_VISION=1   no .venv-vision: the tests marked `vision` do not run
+#   LOSSKERNEL_SKIP_DOCKER=1   no Docker: deselect the tests marked `docker`
 # PYTEST_ADDOPTS (pytest's own) adds arguments to both runs, e.g. PYTEST_ADDOPTS="-k test_config"
 # to try this script on a few tests.
 # The run ends by printing, per marked group (slow, distributed, slurm, gpu, vision, ...), how
@@ -21,6 +24,7 @@ cd "$(dirname "$0")/.."
 
 SKIP_SLURM=${LOSSKERNEL_SKIP_SLURM:-0}
 SKIP_VISION=${LOSSKERNEL_SKIP_VISION:-0}
+SKIP_DOCKER=${LOSSKERNEL_SKIP_DOCKER:-0}
 fail() { echo "scripts/test.sh: ERROR: $*" >&2; exit 1; }
 quiet() {  # quiet CMD...: run it, show its output only if it fails (minus pip's location noise)
     local out rc=0
@@ -57,11 +61,35 @@ else
         || fail "the vision venv .venv-vision could not be set up (output above); fix it, or set LOSSKERNEL_SKIP_VISION=1 to leave the vision tests out"
 fi
 
+if [[ $SKIP_DOCKER == 1 ]]; then
+    MARKS="$MARKS and not docker"
+    NOTES+=("docker: deselected because LOSSKERNEL_SKIP_DOCKER=1")
+else
+    docker_setup() {
+        # docker.io only where no Docker is installed: it conflicts with Docker's docker-ce
+        if ! command -v dockerd > /dev/null || ! command -v mmdebstrap > /dev/null; then
+            DEBIAN_FRONTEND=noninteractive quiet apt-get install -y -q --no-install-recommends \
+                $(command -v dockerd > /dev/null || echo docker.io) mmdebstrap || return 1
+        fi
+        docker info > /dev/null 2>&1 && return 0
+        echo "starting dockerd (log: /tmp/losskernel-dockerd.log)"
+        setsid dockerd > /tmp/losskernel-dockerd.log 2>&1 < /dev/null &
+        for _ in $(seq 60); do docker info > /dev/null 2>&1 && return 0; sleep 1; done
+        tail -20 /tmp/losskernel-dockerd.log >&2; return 1
+    }
+    docker_setup \
+        || fail "Docker could not be set up (docker.io, mmdebstrap, dockerd; output above); fix it, or set LOSSKERNEL_SKIP_DOCKER=1 to leave the docker tests out"
+    # the torch the image is built with offline: PyPI's torchvision needs PyPI's (CUDA) torch,
+    # so the pair .venv-vision uses, not the CPU torch of .venv
+    export LOSSKERNEL_DOCKER_TORCH=${LOSSKERNEL_DOCKER_TORCH:-"torch==2.14.1 torchvision==0.29.1"}
+fi
+
 ruff check losskernel_dist tests bench examples
 
 GROUPS_DIR=$(mktemp -d)
 trap 'rm -rf "$GROUPS_DIR"' EXIT
 REQUIRE=""; [[ $SKIP_SLURM == 1 ]] || REQUIRE=slurm
+[[ $SKIP_DOCKER == 1 ]] || REQUIRE=${REQUIRE:+$REQUIRE,}docker
 RC=0
 LOSSKERNEL_GROUPS_FILE=$GROUPS_DIR/main LOSSKERNEL_REQUIRE_GROUPS=$REQUIRE \
     python -m pytest -q -ra -m "$MARKS" || RC=$?
