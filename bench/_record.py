@@ -98,7 +98,9 @@ class BenchRecord:
     def __init__(self, name: str, config: dict[str, Any]) -> None:
         self.name = name
         self.config = config
-        self.results_dir = RESULTS  # where write() puts the record
+        # where write() puts the record: LOSSKERNEL_RECORDS_DIR redirects every bench's record
+        # (scripts/reproduce.sh --quick sends them to bench/results/quick/, not committed)
+        self.results_dir = Path(os.environ.get("LOSSKERNEL_RECORDS_DIR") or RESULTS)
         self.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.load_before = os.getloadavg()
         self.commit = _git("rev-parse", "HEAD")  # the code that runs, not a later HEAD
