@@ -71,9 +71,35 @@ small() { [[ $QUICK == 1 ]] && echo "$1" || echo "$2"; }   # small QUICK_VALUE F
         --set "calibrate.steps=$(small 40 300)" --set "calibrate.draws=$(small 8 50)"
 }
 
-if [[ $ONLY == all || $ONLY == benches ]]; then
-    # docs/performance.md (each bench writes bench/results/NAME-*.json)
-    : # filled in below by the benches' own lines
+# docs/performance.md: each bench writes bench/results/NAME-*.json (NAME as for --only)
+bench() {  # bench NAME QUICK_ARGS -- FULL_ARGS: run bench/NAME.py with one set of arguments
+    local name=$1 quick=() full=(); shift
+    while [[ $# -gt 0 && $1 != -- ]]; do quick+=("$1"); shift; done
+    [[ $# -gt 0 ]] && shift
+    full=("$@")
+    wanted benches "$name" || return 0
+    if [[ $QUICK == 1 ]]; then step python "bench/$name.py" "${quick[@]}"
+    else step python "bench/$name.py" "${full[@]}"; fi
+}
+[[ $QUICK == 1 ]] && export LOSSKERNEL_RECORDS_DIR=$PWD/bench/results/quick
+bench reduce --n 1500 --m 100 --rounds 1 -- --rounds 5
+bench reduce --rounds 1 --n 500 --m 50 --only-topk --topk-n 2000 --topk-m 16 -- \
+    --only-topk --topk-n 20000 --topk-m 64
+bench reduce --rounds 1 --n 500 --m 50 --big-n 3000 --big-m 20 -- --rounds 1 --big-n 20000 --big-m 200
+bench engines --n 2000 --m 16 --threads 1 -- --n 10000 --m 64 --threads 1
+bench sampling --n-eval 200 --draws 4 --burnin 2 --repeats 1 --
+bench autocast --n-eval 200 --draws 5 --repeats 1 --threads 1 -- --threads 1
+bench writer --draws 8 --burnin 4 --repeats 1 --
+bench writer --draws 8 --burnin 4 --repeats 1 --checkpoint-every 2 --queues 0,4 --durable 0,1 -- \
+    --checkpoint-every 2 --queues 0,4 --durable 0,1 --repeats 2
+bench explorer --n 500 --repeats 1 -- --n 2000 100000 --repeats 2
+bench imagenet_decode --images 16 --rounds 1 --
+if [[ -x .venv-devinterp/bin/python ]]; then   # bash bench/devinterp_setup.sh makes it
+    bench devinterp --n-eval 64 --chains 2 --draws 3 --burnin 2 --train-steps 5 --ranks 2 \
+        --variants devinterp,floor,ours,ranks -- \
+        --n-eval 256 --chains 2 --draws 5 --ranks 2 --variants devinterp,floor,ours,ranks
+else
+    echo "reproduce: no .venv-devinterp (bash bench/devinterp_setup.sh): bench/devinterp.py skipped"
 fi
 
 echo
