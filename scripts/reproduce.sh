@@ -86,6 +86,8 @@ bench reduce --n 1500 --m 100 --rounds 1 -- --rounds 5
 bench reduce --rounds 1 --n 500 --m 50 --only-topk --topk-n 2000 --topk-m 16 -- \
     --only-topk --topk-n 20000 --topk-m 64
 bench reduce --rounds 1 --n 500 --m 50 --big-n 3000 --big-m 20 -- --rounds 1 --big-n 20000 --big-m 200
+bench reduce --rounds 1 --only-cluster --cluster-n 3000 --cluster-m 20 --cluster-rounds 1 -- \
+    --only-cluster --cluster-n 50000 --cluster-m 200 --cluster-rounds 2
 bench engines --n 2000 --m 16 --threads 1 -- --n 10000 --m 64 --threads 1
 bench sampling --n-eval 200 --draws 4 --burnin 2 --repeats 1 --
 bench autocast --n-eval 200 --draws 5 --repeats 1 --threads 1 -- --threads 1
