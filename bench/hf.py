@@ -168,6 +168,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--results-dir", default="", help="write the record here "
+                    "(default bench/results; tests use a temp folder)")
     ap.add_argument("--devinterp-python", default=str(REPO / ".venv-devinterp/bin/python"))
     args = ap.parse_args()
     wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -184,6 +186,8 @@ def main() -> None:
                "nbeta": 30.0, "localization": 1e4, "seed": 0, "checkpoint_every": 0,
                "device": "cpu"}
     record = BenchRecord("hf", {**vars(args), "sampler": sampler})
+    if args.results_dir:
+        record.results_dir = Path(args.results_dir)
     root = Path(tempfile.mkdtemp(prefix="bench_hf_"))
     env = {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1",
            "HF_DATASETS_CACHE": str(root / "datasets_cache"),

@@ -108,10 +108,14 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--eval-batch", type=int, default=8192, help="eval shard, in tokens")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--results-dir", default="", help="write the record here "
+                    "(default bench/results; tests use a temp folder)")
     ap.add_argument("--keep", default="", help="keep the run here (default: a temp folder)")
     args = ap.parse_args()
 
     record = BenchRecord("tokens", {**vars(args)})
+    if args.results_dir:
+        record.results_dir = Path(args.results_dir)
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_tokens_"))
     root.mkdir(parents=True, exist_ok=True)
     task_args = build_inputs(root, args)
