@@ -96,6 +96,13 @@ bench writer --draws 8 --burnin 4 --repeats 1 --checkpoint-every 2 --queues 0,4 
     --checkpoint-every 2 --queues 0,4 --durable 0,1 --repeats 2
 bench explorer --n 500 --repeats 1 -- --n 2000 100000 --repeats 2
 bench imagenet_decode --images 16 --rounds 1 --
+bench hf --n 48 --seq-len 8 --width 32 --heads 2 --vocab 300 --train-steps 3 --chains 2 --draws 2 \
+    --burnin 1 --batch-size 8 --eval-batch 16 --threads 1 --rounds 1 --variants plain,ours -- \
+    --draws 5 --burnin 5 --rounds 3 --threads 1 --eval-batch 256 \
+    --variants plain,ours,ours_2ranks,devinterp
+bench tokens --sequences 12 --tokens 6 --train-sequences 40 --width 32 --heads 2 --vocab 300 \
+    --train-steps 3 --chains 2 --draws 3 --burnin 2 --batch-size 8 --eval-batch 20 --threads 1 -- \
+    --threads 1 --draws 50
 if [[ -x .venv-devinterp/bin/python ]]; then   # bash bench/devinterp_setup.sh makes it
     bench devinterp --n-eval 64 --chains 2 --draws 3 --burnin 2 --train-steps 5 --ranks 2 \
         --variants devinterp,floor,ours,ranks -- \
