@@ -50,9 +50,10 @@ DEFAULT_DOCS = ("README.md", "docs/results.md", "docs/performance.md", "docs/cal
 RESULT_PAGES = ("results.md", "performance.md")
 RECORD_RE = re.compile(r"bench/results/[A-Za-z0-9_.+-]+\.json")
 ARITHMETIC_MARK = "<!-- arithmetic -->"
-# a number: not glued to a word or a dot before it, not a version (no second dot after it)
+# a number: not glued to a word, dot or hyphenated word before it, not a version (no second dot
+# after it); in a range 0.51-0.59 both ends count, the second without a sign
 NUMBER_RE = re.compile(
-    r"(?<![\w.\-/])(?P<sign>[-−])?(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
+    r"(?<![\w./])(?<![A-Za-z_]-)(?P<sign>(?<![\w.])[-−])?(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
     r"(?P<exp>[eE][-+−]?\d+)?(?![\d.]*\.\d)(?![\w])(?P<pct>%)?"
 )
 UNIT_RE = re.compile(r"\s?(ms|us|µs|s|min|h|x|×|KiB|MiB|GiB|KB|MB|GB|TB)\b")
