@@ -13,7 +13,7 @@ find-links and cache apply) into a cache directory, which a small HTTP server on
 wheel there pinned through ``PIP_CONSTRAINT``. Everything else comes from PyPI, as in a
 user's build. Which torch: ``$LOSSKERNEL_DOCKER_TORCH`` (pip requirements, e.g.
 ``"torch==2.14.1 torchvision==0.29.1"``), else the host's torch version and the
-torchvision pip finds for it.
+torchvision release built for it (0.(N+15) for torch 2.N).
 """
 
 from __future__ import annotations
@@ -102,7 +102,8 @@ def torch_requirements() -> list[str]:
         return os.environ[TORCH_ENV].split()
     import torch
 
-    return [f"torch=={torch.__version__}", "torchvision"]
+    minor = int(torch.__version__.split(".")[1])
+    return [f"torch=={torch.__version__}", f"torchvision==0.{minor + 15}.*"]  # built for it
 
 
 def wheels() -> Path:
