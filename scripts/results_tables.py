@@ -22,7 +22,8 @@ def g(x: float | None, digits: int = 3) -> str:
         return "n/a"
     if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e5):
         return f"{x:.{digits - 1}e}".replace("e-0", "e-").replace("e+0", "e")
-    return f"{x:.{digits}g}"
+    text = f"{x:.{digits}g}"
+    return f"{x:,.0f}" if "e" in text else text  # 30000 as 30,000, not 3e+04
 
 
 def _row(*cells: str) -> str:
