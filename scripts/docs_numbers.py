@@ -108,6 +108,8 @@ def quoted_numbers(line: str, line_no: int, *, table: bool) -> list[Quoted]:
     text = _strip_code(line)
     found = []
     for m in NUMBER_RE.finditer(text):
+        if m["exp"] and len(m["exp"].lstrip("eE+-−")) > 3:
+            continue  # a commit hash such as 3e55515, not a number
         value, half_ulp = _parse_number(m)
         after = text[m.end():]
         unit = "%" if m["pct"] else ((u := UNIT_RE.match(after)) and u.group(1))

@@ -114,7 +114,7 @@ def main(paths: list[str]) -> None:
     for path in paths:
         record = json.loads(Path(path).read_text())
         result = record["result"]
-        print(f"Record: `{path}` (commit {record['git_commit'][:7]}"
+        print(f"Record: `{path}` (commit `{record['git_commit'][:7]}`"
               f"{', uncommitted changes' if record['git_dirty'] else ''}).\n")
         if "calibration" in result:
             lines = calibration_table(result)
