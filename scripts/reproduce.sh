@@ -82,7 +82,8 @@ bench() {  # bench NAME QUICK_ARGS -- FULL_ARGS: run bench/NAME.py with one set 
     else step python "bench/$name.py" "${full[@]}"; fi
 }
 [[ $QUICK == 1 ]] && export LOSSKERNEL_RECORDS_DIR=$PWD/bench/results/quick
-bench reduce --n 1500 --m 100 --rounds 1 -- --rounds 5
+bench reduce --n 1500 --m 100 --rounds 1 --before-commit 4638b7a -- --rounds 7 --before-commit 4638b7a
+bench components --only reduce_tile --block 256 --m 64 -- --only reduce_tile
 bench reduce --rounds 1 --n 500 --m 50 --only-topk --topk-n 2000 --topk-m 16 -- \
     --only-topk --topk-n 20000 --topk-m 64
 bench reduce --rounds 1 --n 500 --m 50 --big-n 3000 --big-m 20 -- --rounds 1 --big-n 20000 --big-m 200
