@@ -21,6 +21,12 @@ sys.modules["docs_numbers"] = docs_numbers  # its dataclasses look their module 
 _spec.loader.exec_module(docs_numbers)
 
 
+def test_every_quoted_result_in_the_docs_is_in_a_cited_record():
+    problems = [p for doc in docs_numbers.DEFAULT_DOCS
+                for p in docs_numbers.check_file(REPO / doc)]
+    assert not problems, "\n".join(problems[:40]) + f"\n({len(problems)} in all)"
+
+
 @pytest.fixture
 def record(monkeypatch, tmp_path):
     """A record under a fake repository root, and a results page that cites it."""
