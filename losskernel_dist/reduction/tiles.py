@@ -62,7 +62,7 @@ def transposed(a: np.ndarray, strip: int = TRANSPOSE_STRIP) -> np.ndarray:
 RAW_WITH_CHECKSUM = (BytesCodec(endian="little"), Crc32cCodec())
 
 
-def write_chunk(arr: zarr.Array, start: tuple[int, int], values: np.ndarray) -> None:
+def write_chunk(arr: zarr.Array | np.ndarray, start: tuple[int, int], values: np.ndarray) -> None:
     """Write ``values`` at ``start``, the corner of one chunk of ``arr``, as that whole chunk
     (the top-left part of an edge chunk, whose rest holds the fill value, as Zarr stores it).
 
@@ -73,8 +73,13 @@ def write_chunk(arr: zarr.Array, start: tuple[int, int], values: np.ndarray) -> 
     whole chunk copies it three times (into a chunk buffer, to bytes, and again to
     append the checksum), all on its one I/O thread, which took as much CPU time as
     scaling the tiles (bench/reduce.py). The bytes stored are the same (a test
-    compares the chunk files); an array with other codecs is written by Zarr.
+    compares the chunk files); an array with other codecs is written by Zarr, and
+    an in-memory NumPy array (bench/reduce_cluster.py times a tile into memory) by
+    plain assignment.
     """
+    if not isinstance(arr, zarr.Array):
+        arr[start[0]:start[0] + values.shape[0], start[1]:start[1] + values.shape[1]] = values
+        return
     chunk = arr.metadata.chunk_grid.chunk_shape
     (r0, c0), (rows, cols) = start, values.shape
     whole = (len(chunk) == 2 and r0 % chunk[0] == 0 and c0 % chunk[1] == 0

@@ -68,3 +68,11 @@ def test_what_it_does_not_encode_goes_to_zarr(tmp_path):
     expect = np.full((10, 7), 7.0, np.float32)
     expect[1:3, 1:3] = expect[4:6, 4:6] = tile[:2, :2]
     np.testing.assert_array_equal(plain[...], expect)
+
+
+def test_an_in_memory_array_is_assigned_in_place():
+    """bench/reduce_cluster.py times a tile written into NumPy arrays (no store)."""
+    out = np.zeros((6, 6), np.float32)
+    values = np.arange(6, dtype=np.float32).reshape(2, 3)
+    write_chunk(out, (2, 3), values)
+    assert np.array_equal(out[2:4, 3:6], values) and out.sum() == values.sum()
