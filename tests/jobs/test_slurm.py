@@ -145,6 +145,7 @@ def test_failed_array_task_is_reported_and_its_reduce_job_cancelled(tmp_path):
         subprocess.run(["scancel", record["array_job_id"], record["reduce_job_id"]], timeout=20)
     a = store_arrays(run)
     assert a["chain_status"].tolist() == [0, 1] and a["done"][0].all()
+    assert _wait_for_state(task1, 60) == "FAILED"  # info reads it from accounting, which may lag
     text = format_info(run_info(run))
     assert f"array tasks ['{task1}'] did not succeed" in text, text
     assert f"chain 1 diverged at step {fault}" in text
