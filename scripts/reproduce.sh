@@ -39,7 +39,6 @@ exp() { wanted experiments "$1" || return 0; step python bench/experiment.py "$@
 small() { [[ $QUICK == 1 ]] && echo "$1" || echo "$2"; }   # small QUICK_VALUE FULL_VALUE
 
 # docs/results.md
-{
     exp demo_modular configs/demo_modular.yaml \
         --set "task.args.n_eval=$(small 200 2000)" --set "eval.batch_size=$(small 200 2000)" \
         --figures demo_modular_umap.png=analysis/umap2d_label.png \
@@ -69,7 +68,6 @@ small() { [[ $QUICK == 1 ]] && echo "$1" || echo "$2"; }   # small QUICK_VALUE F
         --set "calibrate.lr=$(small '[3.0e-8]' '[1.0e-8,3.0e-8,1.0e-7,3.0e-7]')" \
         --set "calibrate.localization=[3.0e4]" --set "calibrate.chains_per_setting=$(small 2 4)" \
         --set "calibrate.steps=$(small 40 300)" --set "calibrate.draws=$(small 8 50)"
-}
 
 # docs/performance.md: each bench writes bench/results/NAME-*.json (NAME as for --only)
 bench() {  # bench NAME QUICK_ARGS -- FULL_ARGS: run bench/NAME.py with one set of arguments
